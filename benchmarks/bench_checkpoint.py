@@ -28,7 +28,7 @@ def run(quick: bool = False) -> list[Figure]:
     import torch
 
     import colabkit
-    from colabkit._files import sha256_file
+    from colabkit._fsio import sha256_file
 
     megabytes, repeat = (24, 3) if quick else (100, 5)
     model = _model(megabytes)

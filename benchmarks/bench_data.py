@@ -59,7 +59,7 @@ def _sha256_once(path: Path) -> str:
 
 
 def _fetch_figures(root: Path, quick: bool) -> list[Figure]:
-    from colabkit.fetching import fetch
+    from colabkit._fetch import fetch
 
     size = (50 if quick else 200) * 2**20
     served = root / "served"
@@ -84,7 +84,7 @@ def _fetch_figures(root: Path, quick: bool) -> list[Figure]:
 
 
 def _stage_figure(root: Path, quick: bool) -> Figure:
-    from colabkit.staging import default_workers, stage
+    from colabkit._stage import default_workers, stage
 
     count = 1000 if quick else 5000
     src = root / "small"

@@ -84,7 +84,7 @@ def _client():
     import httplib2
     from google.oauth2.credentials import Credentials
 
-    from colabkit import drive_api
+    from colabkit._drive_api import client as drive_api
 
     httplib2.Http = _DriveLike  # the transport boundary; this process only runs benchmarks
     client = drive_api.connect_drive(credentials=Credentials(token="bench"))
@@ -95,7 +95,7 @@ def _client():
 def run(quick: bool = False) -> list[Figure]:
     import torch
 
-    from colabkit.checkpoint import CheckpointManager
+    from colabkit._checkpoint.manager import CheckpointManager
 
     client = _client()
     repeat = 3 if quick else 7

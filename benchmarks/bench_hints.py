@@ -22,7 +22,7 @@ def _cell_times(cells: int, repeat: int) -> tuple[float, float]:
     """Best time for `cells` working cells without and with the hooks, measured in turns."""
     from IPython.core.interactiveshell import InteractiveShell
 
-    from colabkit._hints_ipython import _CellHints
+    from colabkit._hints.shell import _CellHints
 
     InteractiveShell.clear_instance()
     shell = InteractiveShell.instance()
@@ -48,7 +48,7 @@ def _cell_times(cells: int, repeat: int) -> tuple[float, float]:
 
 
 def run(quick: bool = False) -> list[Figure]:
-    from colabkit import error_hints
+    from colabkit._hints import rules as error_hints
 
     repeat = 5 if quick else 15
     cells = 100 if quick else 200
@@ -71,9 +71,9 @@ def run(quick: bool = False) -> list[Figure]:
 
     import_repeat = 5 if quick else 15
     with python_with_cached_bytecode() as python:
-        python("import colabkit, colabkit.error_hints")  # writes the bytecode once
+        python("import colabkit, colabkit._hints.rules")  # writes the bytecode once
         colabkit_only, with_hints = best_in_turns(lambda: python("import colabkit"),
-                                                  lambda: python("import colabkit, colabkit.error_hints"),
+                                                  lambda: python("import colabkit, colabkit._hints.rules"),
                                                   repeat=import_repeat)
 
     return [

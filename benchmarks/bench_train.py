@@ -128,7 +128,7 @@ def run(quick: bool = False) -> list[Figure]:
                 ratios.append(template_rate / bare_rate)
         finally:
             torch.set_num_threads(threads)
-            from colabkit import project
+            from colabkit import _project as project
 
             project.deactivate()
             for key, value in saved.items():

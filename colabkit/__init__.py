@@ -16,46 +16,46 @@ from ._version import __version__
 # public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
     # runtime
-    "in_colab": "runtime",
+    "in_colab": "_runtime",
     # drive
-    "mount_drive": "drive",
-    "flush_drive": "drive",
+    "mount_drive": "_drive",
+    "flush_drive": "_drive",
     # project
-    "setup": "project",
-    "Project": "project",
-    "active_project": "project",
+    "setup": "_project",
+    "Project": "_project",
+    "active_project": "_project",
     # diagnostics
-    "status": "diagnostics",
-    "Status": "diagnostics",
-    "GPUInfo": "diagnostics",
-    "device": "diagnostics",
+    "status": "_status",
+    "Status": "_status",
+    "GPUInfo": "_status",
+    "device": "_status",
     # drive_api (extra: drive-api)
-    "connect_drive": "drive_api",
-    "DriveClient": "drive_api",
+    "connect_drive": "_drive_api.client",
+    "DriveClient": "_drive_api.client",
     # template
-    "copy_template": "template",
+    "copy_template": "_template",
     # error_hints
-    "Hint": "error_hints",
-    "explain": "error_hints",
-    "hints": "error_hints",
-    "install_excepthook": "error_hints",
+    "Hint": "_hints.rules",
+    "explain": "_hints.rules",
+    "hints": "_hints.rules",
+    "install_excepthook": "_hints.rules",
     # fetching, archives, staging (no module is named like the function it exports:
     # importing colabkit.fetch the module would shadow colabkit.fetch the function)
-    "fetch": "fetching",
-    "extract": "archives",
-    "stage": "staging",
+    "fetch": "_fetch",
+    "extract": "_archive",
+    "stage": "_stage",
     # checkpoint
-    "CheckpointManager": "checkpoint",
-    "ResumeInfo": "checkpoint",
+    "CheckpointManager": "_checkpoint.manager",
+    "ResumeInfo": "_checkpoint.manager",
     # state
-    "training_state": "state",
-    "restore_training_state": "state",
-    "seed_everything": "state",
-    "seed_worker": "state",
-    "dataloader_seeding": "state",
+    "training_state": "_state",
+    "restore_training_state": "_state",
+    "seed_everything": "_state",
+    "seed_worker": "_state",
+    "dataloader_seeding": "_state",
     # export
-    "save_model": "export",
-    "load_model": "export",
+    "save_model": "_export",
+    "load_model": "_export",
     # IPython
     "load_ipython_extension": "_extension",
 }
@@ -64,19 +64,19 @@ __all__ = sorted([*_EXPORTS, "__version__", "errors"])
 
 if TYPE_CHECKING:  # pragma: no cover - for editors and type checkers only
     from ._extension import load_ipython_extension
-    from .archives import extract
-    from .checkpoint import CheckpointManager, ResumeInfo
-    from .diagnostics import GPUInfo, Status, device, status
-    from .drive import flush_drive, mount_drive
-    from .drive_api import DriveClient, connect_drive
-    from .error_hints import Hint, explain, hints, install_excepthook
-    from .export import load_model, save_model
-    from .fetching import fetch
-    from .project import Project, active_project, setup
-    from .runtime import in_colab
-    from .staging import stage
-    from .state import dataloader_seeding, restore_training_state, seed_everything, seed_worker, training_state
-    from .template import copy_template
+    from ._archive import extract
+    from ._checkpoint.manager import CheckpointManager, ResumeInfo
+    from ._status import GPUInfo, Status, device, status
+    from ._drive import flush_drive, mount_drive
+    from ._drive_api.client import DriveClient, connect_drive
+    from ._hints.rules import Hint, explain, hints, install_excepthook
+    from ._export import load_model, save_model
+    from ._fetch import fetch
+    from ._project import Project, active_project, setup
+    from ._runtime import in_colab
+    from ._stage import stage
+    from ._state import dataloader_seeding, restore_training_state, seed_everything, seed_worker, training_state
+    from ._template import copy_template
 
 
 def __getattr__(name: str) -> Any:

@@ -21,6 +21,6 @@ def load_ipython_extension(ipython: Any) -> None:
 
 def _shell_hooks() -> list:
     """Extra per-shell set-up contributed by feature modules (e.g. error hints)."""
-    from ._hints_ipython import register as register_error_hints
+    from ._hints.shell import register as register_error_hints
 
     return [register_error_hints]

@@ -15,7 +15,7 @@ from .errors import ColabkitError
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from .diagnostics import status
+    from ._status import status
 
     report = status()
     print(json.dumps(report.to_dict(), indent=2) if args.json else report)
@@ -23,7 +23,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_setup(args: argparse.Namespace) -> int:
-    from .project import setup
+    from ._project import setup
 
     # A console script runs outside any notebook: it can use, never make, a mount.
     project = setup(args.project, mount=False, chdir=False, quiet=True)
@@ -32,7 +32,7 @@ def _cmd_setup(args: argparse.Namespace) -> int:
 
 
 def _cmd_template(args: argparse.Namespace) -> int:
-    from .template import copy_template
+    from ._template import copy_template
 
     print(copy_template(args.dest))
     return 0
@@ -52,7 +52,7 @@ def _print_path(produce: Callable[[], object]) -> int:
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    from .fetching import fetch
+    from ._fetch import fetch
 
     return _print_path(lambda: fetch(
         args.source, args.output, hash=args.hash, extract=args.extract, verify=args.verify,
@@ -61,7 +61,7 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
 
 
 def _cmd_stage(args: argparse.Namespace) -> int:
-    from .staging import stage
+    from ._stage import stage
 
     return _print_path(lambda: stage(args.src, args.dest, workers=args.workers, extract=args.extract,
                                      quiet=args.quiet))

@@ -28,14 +28,14 @@ class ColabkitMagics(Magics):
     @line_magic
     def colab_setup(self, line: str = ""):
         """Mount Drive, create MyDrive/PROJECT/{data,checkpoints,outputs,logs}, cd there, show status."""
-        from .project import setup
-        from .diagnostics import status
+        from ._project import setup
+        from ._status import status
 
         args = parse_argstring(self.colab_setup, line)
         try:
             project = setup(args.project, mount=not args.no_mount, chdir=not args.no_chdir)
             if args.template:
-                from .template import copy_template
+                from ._template import copy_template
 
                 print(copy_template(project.root))
         except ColabkitError as exc:
@@ -51,7 +51,7 @@ class ColabkitMagics(Magics):
     @line_magic
     def colab_status(self, line: str = ""):
         """Report GPU (nvidia-smi), torch, Drive, disk and RAM, with the fix when something is off."""
-        from .diagnostics import status
+        from ._status import status
 
         args = parse_argstring(self.colab_status, line)
         report = status()
@@ -67,7 +67,7 @@ class ColabkitMagics(Magics):
     @line_magic
     def colab_hints(self, line: str = ""):
         """Plain-language hints after PyTorch errors and warnings: %colab_hints on|off."""
-        from .error_hints import hints, hints_enabled
+        from ._hints.rules import hints, hints_enabled
 
         args = parse_argstring(self.colab_hints, line)
         if args.state is not None:
@@ -87,7 +87,7 @@ class ColabkitMagics(Magics):
     @line_magic
     def fetch(self, line: str = ""):
         """Download a dataset once, verified, into the project's data/ folder; returns its path."""
-        from .fetching import fetch
+        from ._fetch import fetch
 
         args = parse_argstring(self.fetch, line)
         try:

@@ -24,7 +24,7 @@ def main(directory: str, out: str) -> None:
     model = torch.nn.Linear(8, 4)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     report: dict = {"rank": rank, "pid": os.getpid(), "sync": [], "async": [], "files_written": 0}
-    import colabkit.checkpoint as checkpoint
+    import colabkit._checkpoint.manager as checkpoint
 
     real_save = checkpoint._torch_save
 

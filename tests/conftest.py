@@ -23,7 +23,7 @@ COLAB_IPYTHON = "7.34.0"  # the IPython version Colab pins
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path, monkeypatch):
     """Every test gets its own VM root, Drive stand-in, cache and working directory."""
-    from colabkit import project
+    from colabkit import _project as project
 
     for var in ("COLABKIT_RUNTIME", "COLAB_RELEASE_TAG", "COLABKIT_PROJECT_DIR", "FAKE_COLAB_MOUNT"):
         monkeypatch.delenv(var, raising=False)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import colabkit
-from colabkit.checkpoint import MANIFEST_NAME, CheckpointManager, CheckpointWarning
+from colabkit._checkpoint.manager import MANIFEST_NAME, CheckpointManager, CheckpointWarning
 from colabkit.errors import (
     CheckpointError,
     ConfigError,

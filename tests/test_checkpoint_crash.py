@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from colabkit.checkpoint import MANIFEST_NAME, CheckpointManager
+from colabkit._checkpoint.manager import MANIFEST_NAME, CheckpointManager
 
 WORKER = Path(__file__).with_name("_ckpt_crash_worker.py")
 TRIALS = 20

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from colabkit.checkpoint import MANIFEST_NAME
+from colabkit._checkpoint.manager import MANIFEST_NAME
 
 SCRIPT = Path(__file__).with_name("_ckpt_dist.py")
 

@@ -62,7 +62,7 @@ def test_resuming_without_the_rng_state_would_differ(tmp_path, uninterrupted):
     """Control: the comparison above is sensitive; dropping the RNG/generator state changes the result."""
     ck, out = tmp_path / "ck", tmp_path / "final.pt"
     train(ck, out, kill_after=2)
-    from colabkit.checkpoint import CheckpointManager
+    from colabkit._checkpoint.manager import CheckpointManager
 
     manager = CheckpointManager(ck, keep_last=2)
     state = manager.load()
@@ -70,7 +70,7 @@ def test_resuming_without_the_rng_state_would_differ(tmp_path, uninterrupted):
     state["rng"]["torch"] = torch.manual_seed(12345).get_state()
     manager.save(state, epoch=2)
     code = (
-        "import runpy, sys, colabkit.state as s\n"
+        "import runpy, sys, colabkit._state as s\n"
         "orig = s.restore_rng_state\n"
         "s.restore_rng_state = lambda state, generator=None: orig(state, None)\n"
         f"sys.argv = ['x', {str(ck)!r}, '{EPOCHS}', {str(out)!r}]\n"

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 import colabkit
-from colabkit.checkpoint import MANIFEST_NAME, CheckpointManager
+from colabkit._checkpoint.manager import MANIFEST_NAME, CheckpointManager
 from colabkit.errors import CheckpointWriteError
 
 # Runs in a subprocess: two good saves, then the OS limit, then saves that must fail cleanly.
@@ -177,7 +177,7 @@ def test_async_snapshots_copy_every_kind_of_tensor_exactly(tmp_path):
 
 
 def test_a_second_async_save_waits_for_the_first(tmp_path, monkeypatch):
-    import colabkit.checkpoint as checkpoint
+    import colabkit._checkpoint.manager as checkpoint
 
     release, running = threading.Event(), []
     original = checkpoint._torch_save
@@ -205,7 +205,7 @@ def test_a_second_async_save_waits_for_the_first(tmp_path, monkeypatch):
 def test_readers_right_after_an_async_save_see_it(tmp_path, monkeypatch, reader):
     """They wait for the write in flight before listing the folder: listed earlier, the
     checkpoint that write retires looked current, and then it was gone."""
-    import colabkit.checkpoint as checkpoint
+    import colabkit._checkpoint.manager as checkpoint
 
     original = checkpoint._torch_save
 
@@ -258,7 +258,7 @@ def test_context_manager_flushes_and_reraises(tmp_path):
     (errno.ELOOP, "Too many levels of symbolic links", "try again"),
 ])
 def test_every_write_error_names_the_cause_and_the_fix(code, cause, fix):
-    from colabkit._files import write_error
+    from colabkit._fsio import write_error
 
     error = write_error(OSError(code, os.strerror(code)), "checkpoint", Path("/d/ckpt-000001.pt"))
     assert isinstance(error, CheckpointWriteError) and isinstance(error, OSError)

@@ -8,7 +8,7 @@ import pytest
 
 import colabkit
 from colabkit.errors import DeviceError
-from colabkit.diagnostics import query_gpus
+from colabkit._status import query_gpus
 
 ONE_GPU = "0, Tesla T4, 1234, 15360, 37, 52, 535.104.05\n"
 TWO_GPUS = ONE_GPU + "1, NVIDIA A100-SXM4-40GB, 0, 40960, 0, 33, 535.104.05\n"

@@ -105,7 +105,7 @@ def test_subprocess_without_mount_says_what_to_do(fake_colab):
 
 
 def test_require_drive_without_mount(fake_colab):
-    from colabkit.drive import require_drive
+    from colabkit._drive import require_drive
 
     with pytest.raises(DriveNotMountedError, match="mount_drive"):
         require_drive()

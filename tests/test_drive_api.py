@@ -1,4 +1,4 @@
-"""colabkit.drive_api: a real pydrive2 client over canned Drive HTTP replies (HttpMockSequence)."""
+"""colabkit._drive_api.client: a real pydrive2 client over canned Drive HTTP replies (HttpMockSequence)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from colabkit import drive_api
+from colabkit._drive_api import client as drive_api
 from colabkit.errors import (
     DriveAPIAuthError,
     DriveAPIError,
@@ -411,10 +411,10 @@ sys.meta_path.insert(0, Block())
 
 def test_missing_extra_says_how_to_install():
     code = BLOCK_PYDRIVE2 + textwrap.dedent("""
-        import colabkit, colabkit.drive_api
+        import colabkit, colabkit._drive_api.client
         from colabkit.errors import MissingDependencyError
         for call in (lambda: colabkit.connect_drive("key.json"),
-                     lambda: colabkit.drive_api.DriveClient(None)):
+                     lambda: colabkit._drive_api.client.DriveClient(None)):
             try:
                 call()
             except MissingDependencyError as exc:

@@ -15,10 +15,10 @@ import pytest
 import torch
 
 import colabkit
-from colabkit import drive_api
-from colabkit.checkpoint import CheckpointManager, CheckpointWarning
+from colabkit._drive_api import client as drive_api
+from colabkit._checkpoint.manager import CheckpointManager, CheckpointWarning
 from colabkit.errors import ConfigError, NotPublicError
-from colabkit.state import training_state
+from colabkit._state import training_state
 from tests._drive_api_helpers import (  # noqa: F401 - fixtures
     FAKE_TOKEN,
     CannedDrive,
@@ -94,7 +94,7 @@ def test_fetch_private_refuses_plain_urls(signed_in):
 
 
 def test_not_public_message_points_to_private_when_signed_in(monkeypatch, tmp_path):
-    from colabkit.fetching import not_public_message, parse_source
+    from colabkit._fetch import not_public_message, parse_source
 
     source = parse_source(FILE_ID)
     monkeypatch.delenv(drive_api.ENV_SERVICE_ACCOUNT, raising=False)

@@ -362,7 +362,7 @@ def _hint_count(text: str) -> int:
 def test_recognition_needs_no_torch_and_the_switch_silences_the_excepthook():
     code = textwrap.dedent("""
         import sys
-        import colabkit.error_hints   # the submodule first: colabkit.hints must stay the function
+        import colabkit._hints.rules   # the submodule first: colabkit.hints must stay the function
         import colabkit
         hint = colabkit.explain(RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x784 and 512x10)"))
         print("KIND", hint.kind, "TORCH LOADED", "torch" in sys.modules)
@@ -420,8 +420,8 @@ def test_script_warnings_get_their_hint_and_unknown_errors_none():
 
 
 def test_hints_switch_is_the_function_even_after_the_submodule_import():
-    import colabkit.error_hints  # noqa: F401
+    import colabkit._hints.rules  # noqa: F401
 
     assert callable(colabkit.hints)
-    assert colabkit.hints is colabkit.error_hints.hints
-    assert sys.modules["colabkit.error_hints"].hints_enabled() is True
+    assert colabkit.hints is colabkit._hints.rules.hints
+    assert sys.modules["colabkit._hints.rules"].hints_enabled() is True

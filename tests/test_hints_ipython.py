@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 import colabkit
-from colabkit import _hints_ipython, error_hints
+from colabkit._hints import rules as error_hints
+from colabkit._hints import shell as _hints_ipython
 from tests.conftest import COLAB_IPYTHON, REPO_ROOT
 
 SHELL_SCRIPT = Path(__file__).resolve().parent / "_hints_shell_script.py"

@@ -9,7 +9,7 @@ import pytest
 
 import colabkit
 from colabkit.errors import DriveNotMountedError, ProjectNameError
-from colabkit.project import active_project
+from colabkit._project import active_project
 from tests.conftest import run_python
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from colabkit import runtime
+from colabkit import _runtime as runtime
 from colabkit.errors import ConfigError
 
 

@@ -11,7 +11,7 @@ import pytest
 
 import colabkit
 from colabkit import errors
-from colabkit.staging import SOURCE_MARKER
+from colabkit._stage import SOURCE_MARKER
 
 from tests.conftest import run_python
 
@@ -156,8 +156,8 @@ def test_two_source_folders_with_the_same_name_get_separate_copies(tmp_path):
 
 
 def test_default_workers_follow_the_medium(tmp_path):
-    from colabkit.runtime import mountpoint
-    from colabkit.staging import DRIVE_WORKERS, default_workers
+    from colabkit._runtime import mountpoint
+    from colabkit._stage import DRIVE_WORKERS, default_workers
 
     assert default_workers(mountpoint() / "MyDrive" / "data") == DRIVE_WORKERS
     assert default_workers(tmp_path / "data") == 1
@@ -207,7 +207,7 @@ def test_when_cp_fails_the_copy_goes_on_file_by_file(tmp_path, monkeypatch):
 KILLED_MIDWAY = r"""
 import os, signal, sys
 from pathlib import Path
-import colabkit.staging as staging
+import colabkit._stage as staging
 
 copy, done = staging._copy_in_place, []
 def copy_then_die(item):

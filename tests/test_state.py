@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 
 import colabkit
 from colabkit.errors import ConfigError
-from colabkit.state import capture_rng_state, restore_rng_state
+from colabkit._state import capture_rng_state, restore_rng_state
 
 
 @pytest.fixture(autouse=True)

@@ -14,8 +14,8 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from . import error_hints
-from .error_hints import Hint, explain
+from .._hints import rules as error_hints
+from .._hints.rules import Hint, explain
 
 _ATTR = "_colabkit_hints"
 

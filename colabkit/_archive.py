@@ -29,7 +29,7 @@ import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterator
 
-from ._files import atomic_destination, process_alive, read_json, write_json_atomic
+from ._fsio import atomic_destination, process_alive, read_json, write_json_atomic
 from ._progress import progress, say
 from .errors import ArchiveError, ArchiveTooLargeError, ConfigError, UnsafeArchiveError
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from . import _colab, runtime
+from . import _colab, _runtime
 from .errors import (
     DriveNotMountedError,
     MountError,
@@ -27,12 +27,12 @@ def mount_drive(force_remount: bool = False, timeout_ms: int = 120000, readonly:
     Idempotent: an existing mount is reused without a second prompt. Outside
     Colab the local stand-in (COLABKIT_DRIVE_DIR) is created and returned.
     """
-    if not runtime.in_colab():
-        folder = runtime.local_drive_dir()
+    if not _runtime.in_colab():
+        folder = _runtime.local_drive_dir()
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
-    mydrive = runtime.colab_drive_dir()
+    mydrive = _runtime.colab_drive_dir()
     if mydrive.is_dir() and not force_remount:
         return mydrive
     if not _colab.in_ipython():
@@ -54,20 +54,20 @@ def _leave_drive() -> None:
         cwd = Path(os.getcwd())
     except OSError:  # the cwd is already a dead mount
         cwd = None
-    if cwd is None or runtime.is_within(cwd, runtime.mountpoint()):
-        os.chdir(runtime.content_dir() if runtime.content_dir().is_dir() else Path.home())
+    if cwd is None or _runtime.is_within(cwd, _runtime.mountpoint()):
+        os.chdir(_runtime.content_dir() if _runtime.content_dir().is_dir() else Path.home())
 
 
 def _mount(*, timeout_ms: int, force_remount: bool, readonly: bool) -> Path:
     drive = _colab.drive()
-    point = runtime.mountpoint()
+    point = _runtime.mountpoint()
     try:
         drive.mount(str(point), force_remount=force_remount, timeout_ms=timeout_ms, readonly=readonly)
     except ValueError as exc:
         raise _translate_mount_error(exc, timeout_ms) from exc
     except AttributeError as exc:  # get_ipython() is None inside google.colab
         raise NotInNotebookError(_NOT_IN_NOTEBOOK) from exc
-    mydrive = runtime.colab_drive_dir()
+    mydrive = _runtime.colab_drive_dir()
     if not mydrive.is_dir():
         raise MountError(
             f"drive.mount returned but {mydrive} does not exist. "
@@ -87,7 +87,7 @@ def _translate_mount_error(exc: ValueError, timeout_ms: int) -> MountError:
         )
     if "already contain files" in message:
         return MountpointNotEmptyError(
-            f"{runtime.mountpoint()} already contains files, so Drive cannot be mounted "
+            f"{_runtime.mountpoint()} already contains files, so Drive cannot be mounted "
             "over it (they were probably written before mounting). Move them elsewhere "
             "(e.g. `!mv /content/drive /content/drive_old`) and mount again."
         )
@@ -99,13 +99,13 @@ def _translate_mount_error(exc: ValueError, timeout_ms: int) -> MountError:
 
 def require_drive() -> Path:
     """MyDrive for a process that cannot mount: the existing mount or a clear error."""
-    if not runtime.in_colab():
+    if not _runtime.in_colab():
         return mount_drive()
-    mydrive = runtime.colab_drive_dir()
+    mydrive = _runtime.colab_drive_dir()
     if mydrive.is_dir():
         return mydrive
     raise DriveNotMountedError(
-        f"Google Drive is not mounted at {runtime.mountpoint()}. Mount it from a notebook "
+        f"Google Drive is not mounted at {_runtime.mountpoint()}. Mount it from a notebook "
         "cell first (`import colabkit; colabkit.mount_drive()`), then run this again."
     )
 
@@ -116,8 +116,8 @@ def flush_drive(timeout_ms: int = 24 * 60 * 60 * 1000) -> bool:
     Drive syncs in the background: files written just before a runtime ends can
     be missing on Drive unless flushed. Outside Colab there is nothing to flush.
     """
-    if not runtime.in_colab():
-        print(f"Not in Colab: {runtime.local_drive_dir()} is a local folder, nothing to flush.")
+    if not _runtime.in_colab():
+        print(f"Not in Colab: {_runtime.local_drive_dir()} is a local folder, nothing to flush.")
         return False
     _leave_drive()
     try:

@@ -26,16 +26,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _files
-from ._version import __version__
-from .errors import (
+from .. import _fsio
+from .._version import __version__
+from ..errors import (
     CheckpointError,
     CheckpointWriteError,
     ConfigError,
     NoUsableCheckpointError,
     UnsafeCheckpointError,
 )
-from .state import check_plain, is_training_state, restore_training_state, unwrap_model
+from .._state import check_plain, is_training_state, restore_training_state, unwrap_model
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -99,7 +99,7 @@ class _Entry:
 
 def default_directory() -> Path:
     """The active project's checkpoints/ folder, else ./checkpoints (made absolute now)."""
-    from .project import active_project
+    from .._project import active_project
 
     project = active_project()
     return project.checkpoints if project is not None else Path("checkpoints").absolute()
@@ -285,21 +285,21 @@ class CheckpointManager:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise _files.write_error(exc, "the checkpoint folder", self.directory) from exc
+            raise _fsio.write_error(exc, "the checkpoint folder", self.directory) from exc
         self._clean_stale_temps()
         payload = {"format": PAYLOAD_FORMAT, "meta": meta, "state": state}
-        tmp = _files.temp_path(final)
+        tmp = _fsio.temp_path(final)
         try:
-            _files._create_exclusive(tmp)
+            _fsio._create_exclusive(tmp)
             _torch_save(payload, tmp)
-            size, digest = _files.fsync_and_hash(tmp)
+            size, digest = _fsio.fsync_and_hash(tmp)
             os.replace(tmp, final)
         except BaseException as exc:
-            _files.remove_quietly(tmp)
+            _fsio.remove_quietly(tmp)
             if isinstance(exc, OSError) and not isinstance(exc, CheckpointWriteError):
-                raise _files.write_error(exc, "checkpoint", final) from exc
+                raise _fsio.write_error(exc, "checkpoint", final) from exc
             raise
-        _files.fsync_dir(self.directory)
+        _fsio.fsync_dir(self.directory)
         entry = _Entry(file=final.name, seq=meta["seq"], epoch=meta["epoch"], step=meta["step"],
                        metric=meta["metric"], size=size, sha256=digest, time=meta["time"])
         with self._lock:
@@ -308,12 +308,12 @@ class CheckpointManager:
             keep = self._keep(entries)
             for kept in keep:
                 if kept.sha256 is None:  # found without the manifest (rebuilt): hash it now
-                    kept.size, kept.sha256 = _files.sha256_file(self.directory / kept.file)
+                    kept.size, kept.sha256 = _fsio.sha256_file(self.directory / kept.file)
             try:
                 self._write_manifest(keep)
             except OSError as exc:
                 # the checkpoint itself is complete and durable; a manifest rebuild finds it
-                raise _files.write_error(exc, "the checkpoint manifest", self.directory / MANIFEST_NAME) from exc
+                raise _fsio.write_error(exc, "the checkpoint manifest", self.directory / MANIFEST_NAME) from exc
             self._on_published(entry)
             self._retire(entries, keep)
 
@@ -350,7 +350,7 @@ class CheckpointManager:
         kept = {e.file for e in keep}
         for entry in entries:
             if entry.file not in kept:
-                _files.remove_quietly(self.directory / entry.file)
+                _fsio.remove_quietly(self.directory / entry.file)
 
     def _write_manifest(self, entries: list[_Entry]) -> None:
         best = self._best_entry(entries)
@@ -361,7 +361,7 @@ class CheckpointManager:
             "checkpoints": [e.to_dict() for e in sorted(entries, key=lambda e: e.seq)],
         }
         data = (json.dumps(manifest, indent=1, allow_nan=False) + "\n").encode()
-        _files.write_bytes_atomic(self.directory / MANIFEST_NAME, data)
+        _fsio.write_bytes_atomic(self.directory / MANIFEST_NAME, data)
 
     def _clean_stale_temps(self) -> None:
         """Delete temp files a killed process left behind: its pid is gone, or the file has
@@ -371,11 +371,11 @@ class CheckpointManager:
         self._temps_cleaned = True
         now = time.time()
         for path in self._listdir():
-            owner = _files.temp_owner_pid(path.name) if _files.is_temp_name(path.name) else None
+            owner = _fsio.temp_owner_pid(path.name) if _fsio.is_temp_name(path.name) else None
             if owner is None or owner == os.getpid():
                 continue
             try:
-                if not _files.process_alive(owner) or now - path.stat().st_mtime >= _STALE_TEMP_AGE_S:
+                if not _fsio.process_alive(owner) or now - path.stat().st_mtime >= _STALE_TEMP_AGE_S:
                     path.unlink()
             except OSError:
                 pass
@@ -605,7 +605,7 @@ class CheckpointManager:
 
 def _drive_mirror(remote: str, directory: Path) -> Any:
     """A drive_api.CheckpointMirror for remote="drive:<folder>" (needs the drive-api extra)."""
-    from .drive_api import CheckpointMirror, parse_remote
+    from .._drive_api.client import CheckpointMirror, parse_remote
 
     return CheckpointMirror(parse_remote(remote), directory, manifest_name=MANIFEST_NAME,
                             describe=_describe_manifest, is_checkpoint=lambda name: bool(_FILE_RE.match(name)))
@@ -829,7 +829,7 @@ def _verified_load(path: Path, expected_sha256: str | None, map_location: Any) -
     if expected_sha256 is not None:
         def digest() -> None:
             try:
-                hashed.append(_files.sha256_file(path)[1])
+                hashed.append(_fsio.sha256_file(path)[1])
             except OSError as exc:
                 hashed.append(exc)
 

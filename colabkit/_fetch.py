@@ -29,10 +29,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from ._files import MultiHasher, hash_file, parse_hash, read_json, write_json_atomic
+from ._fsio import MultiHasher, hash_file, parse_hash, read_json, write_json_atomic
 from ._progress import say
-from .archives import extract as extract_archive
-from .archives import replace_folder
+from ._archive import extract as extract_archive
+from ._archive import replace_folder
 from .errors import (
     ConfigError,
     DownloadError,
@@ -149,7 +149,7 @@ def _parse_drive_link(text: str, parts: urllib.parse.SplitResult) -> Source:
 
 def default_folder() -> Path:
     """Where a bare file name lands: the active project's data/ folder, else the cwd."""
-    from .project import active_project
+    from ._project import active_project
 
     project = active_project()
     return project.data if project is not None else Path.cwd()
@@ -444,7 +444,7 @@ def _download_with_drive_api(
     source: Source, staging: Path, name: str | None, *, algorithms: tuple[str, ...], options: _Options,
 ) -> tuple[Path, dict[str, str]]:
     """A Drive file through the API (private=True): atomic and md5-checked by drive_api."""
-    from .drive_api import default_client
+    from ._drive_api.client import default_client
 
     client = default_client()
     staging.mkdir(parents=True, exist_ok=True)
@@ -549,7 +549,7 @@ def _download_folder(source: Source, staging: Path, *, options: _Options) -> Pat
     """
     staging.mkdir(parents=True, exist_ok=True)
     if options.private:
-        from .drive_api import default_client
+        from ._drive_api.client import default_client
 
         return default_client().download_folder(source.drive_id, staging, progress=not options.quiet)
     return _download_folder_with_gdown(source, staging, options=options)
@@ -597,7 +597,7 @@ def not_public_message(source: Source | str) -> str:
         "Share -> General access -> 'Anyone with the link', then fetch again; otherwise ask its owner "
         "to do so, or download it through the Drive API with an account that can read it"
     )
-    from .drive_api import is_signed_in
+    from ._drive_api.client import is_signed_in
 
     if is_signed_in():  # the Drive API is set up here: say exactly how
         given = getattr(source, "drive_id", None) or str(source)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import runtime
+from . import _runtime
 from .errors import ConfigError, DeviceError
 
 GPU_QUERY = (
@@ -248,7 +248,7 @@ def _torch_facts(report: Status) -> None:
 def status(nvidia_smi_timeout: float = 10.0) -> Status:
     """Collect the runtime report. Never raises."""
     try:
-        colab = runtime.in_colab()
+        colab = _runtime.in_colab()
     except ConfigError as exc:
         colab = False
         problems = [str(exc)]
@@ -256,19 +256,19 @@ def status(nvidia_smi_timeout: float = 10.0) -> Status:
         problems = []
     report = Status(
         in_colab=colab,
-        colab_release=runtime.colab_release(),
+        colab_release=_runtime.colab_release(),
         python=platform.python_version(),
         problems=problems,
     )
     _torch_facts(report)
     report.gpus, report.nvidia_smi = query_gpus(nvidia_smi_timeout)
 
-    drive_path = runtime.colab_drive_dir() if colab else runtime.local_drive_dir()
+    drive_path = _runtime.colab_drive_dir() if colab else _runtime.local_drive_dir()
     report.drive_mounted = drive_path.is_dir()
     report.drive_path = str(drive_path)
     if report.drive_mounted:
         report.drive_free_gb = _free_gb(drive_path)
-    local = runtime.content_dir() if colab and runtime.content_dir().is_dir() else Path.cwd()
+    local = _runtime.content_dir() if colab and _runtime.content_dir().is_dir() else Path.cwd()
     report.local_path = str(local)
     report.local_free_gb = _free_gb(local)
     report.ram_total_gb, report.ram_available_gb = _memory_gb()
@@ -311,7 +311,7 @@ def device(prefer: str | None = None):
         wanted = str(prefer).strip().lower()
         kind = wanted.split(":")[0]
         if kind == "cuda" and not torch.cuda.is_available():
-            fix = ENABLE_GPU_FIX if runtime.in_colab() else (
+            fix = ENABLE_GPU_FIX if _runtime.in_colab() else (
                 "install a CUDA build of torch on a machine with an NVIDIA GPU, or use device('cpu')"
             )
             raise DeviceError(f"CUDA was asked for but torch sees no GPU. Fix: {fix}.")

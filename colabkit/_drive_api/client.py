@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
-from . import _files, runtime
-from .errors import (
+from .. import _fsio, _runtime
+from ..errors import (
     ColabkitError,
     ConfigError,
     DriveAPIAuthError,
@@ -134,7 +134,7 @@ def authenticate(
         return _from_service_account(Path(os.environ[ENV_SERVICE_ACCOUNT]), ENV_SERVICE_ACCOUNT)
     if os.environ.get(ENV_SETTINGS):
         return _from_settings_file(Path(os.environ[ENV_SETTINGS]), ENV_SETTINGS)
-    if runtime.in_colab():
+    if _runtime.in_colab():
         return _from_colab()
     raise DriveAPIAuthError(
         "No credentials for the Drive API. In Colab, run this from a notebook cell and "
@@ -163,7 +163,7 @@ def _from_google_auth(credentials: Any, source: str) -> tuple[GoogleAuth, str]:
 
 
 def _from_colab() -> tuple[GoogleAuth, str]:
-    from . import _colab
+    from .. import _colab
 
     try:
         credentials = _colab.default_credentials(SCOPES)
@@ -439,7 +439,7 @@ class SyncResult:
 
 def file_md5(path: str | os.PathLike) -> str:
     """The md5 hex digest of a local file (what Drive reports as md5Checksum)."""
-    return _files.hash_file(path, "md5")["md5"]
+    return _fsio.hash_file(path, "md5")["md5"]
 
 
 def _quote(text: str) -> str:
@@ -617,13 +617,13 @@ class DriveClient:
     def _download_once(self, meta: DriveFile, target: Path, progress: bool) -> None:
         """One attempt: stream into a temp file next to `target`, check Drive's md5, publish.
 
-        _files.atomic_destination publishes it (fsync, os.replace, fsync of the
+        _fsio.atomic_destination publishes it (fsync, os.replace, fsync of the
         folder) and removes the temp file on any failure; its temp names are the
         ones a CheckpointManager recognizes as a dead writer's leftovers.
         """
         from tqdm.auto import tqdm
 
-        with _files.atomic_destination(target) as temp:
+        with _fsio.atomic_destination(target) as temp:
             digest = hashlib.md5()
             with open(temp, "wb") as out, tqdm(
                 total=meta.size, unit="B", unit_scale=True, desc=meta.name,
@@ -977,7 +977,7 @@ class CheckpointMirror:
         target = self.directory / item.name
         client._call(lambda: client._download_once(item, target, progress), f"downloading {item.name!r}")
         if sha256 is not None:
-            if _files.hash_file(target)["sha256"] != sha256:
+            if _fsio.hash_file(target)["sha256"] != sha256:
                 target.unlink()
                 log.warning("Drive's copy of %s does not match the manifest's sha256; trying an older one.",
                             item.name)

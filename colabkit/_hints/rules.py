@@ -97,7 +97,7 @@ def hints(enabled: bool = True) -> None:
 
         shell = get_ipython()
         if shell is not None:
-            from ._hints_ipython import register
+            from .._hints.shell import register
 
             register(shell)
 
@@ -415,8 +415,8 @@ def _cpu_oom(match: re.Match, message: str) -> Hint:
 
 
 def _no_gpu(match: re.Match, message: str) -> Hint:
-    from .runtime import in_colab
-    from .diagnostics import ENABLE_GPU_FIX
+    from .._runtime import in_colab
+    from .._status import ENABLE_GPU_FIX
 
     where = ENABLE_GPU_FIX if in_colab() else "use a machine with an NVIDIA GPU, or run on the CPU"
     return Hint(

@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._files import write_bytes_atomic
+from ._fsio import write_bytes_atomic
 from .errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -71,7 +71,7 @@ def copy_template(destination: str | os.PathLike | None = None) -> TemplateCopy:
     else the working directory. Existing files are never overwritten.
     """
     if destination is None:
-        from .project import active_project
+        from ._project import active_project
 
         project = active_project()
         destination = project.root if project is not None else Path.cwd()

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import runtime
+from . import _runtime
 from .errors import ProjectNameError
 
 DEFAULT_SUBDIRS = ("data", "checkpoints", "outputs", "logs")
@@ -101,7 +101,7 @@ def setup(
     a `!python` subprocess in Colab cannot mount and gets a clear error when
     there is no mount to find.
     """
-    from . import drive
+    from . import _drive as drive
 
     parts = validate_name(project)
     for sub in subdirs:
@@ -120,7 +120,7 @@ def setup(
     if chdir:
         os.chdir(root)
     if not quiet:
-        where = "Google Drive" if runtime.in_colab() else "local stand-in for Drive"
+        where = "Google Drive" if _runtime.in_colab() else "local stand-in for Drive"
         print(f"Project {project!r} ready in {root} ({where}).")
         print("  folders: " + ", ".join(f"{sub}/" for sub in subdirs))
         if chdir:

@@ -30,8 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from . import runtime
-from ._files import read_json, write_json_atomic
+from . import _runtime
+from ._fsio import read_json, write_json_atomic
 from ._progress import progress, say
 from .errors import ConfigError, StageError
 
@@ -63,7 +63,7 @@ def default_workers(source: Path) -> int:
     Threads overlap the mount's network round trips; on a local disk they only
     contend for the same disk and the GIL, and copy slower than one thread.
     """
-    return DRIVE_WORKERS if runtime.is_within(source, runtime.mountpoint()) else 1
+    return DRIVE_WORKERS if _runtime.is_within(source, _runtime.mountpoint()) else 1
 
 
 def default_destination(src: Path) -> Path:
@@ -71,7 +71,7 @@ def default_destination(src: Path) -> Path:
 
     Two source folders both called "data" must not be merged into one staged copy.
     """
-    plain = runtime.cache_dir() / STAGED_DIR_NAME / src.name
+    plain = _runtime.cache_dir() / STAGED_DIR_NAME / src.name
     if not src.is_dir() or not plain.is_dir():
         return plain
     recorded = read_json(plain / SOURCE_MARKER)
@@ -102,7 +102,7 @@ def stage(
                           "or leave it out to let colabkit choose.")
     if not source.exists():
         hint = ""
-        if runtime.is_within(source, runtime.mountpoint()) and not runtime.is_drive_mounted():
+        if _runtime.is_within(source, _runtime.mountpoint()) and not _runtime.is_drive_mounted():
             hint = " Drive is not mounted: run colabkit.mount_drive() (or %colab_setup) first."
         raise StageError(f"Cannot stage {source}: it does not exist.{hint} Check the path and try again.")
     target = Path(dest).expanduser().absolute() if dest is not None else default_destination(source)
@@ -112,7 +112,7 @@ def stage(
                 f"extract=True extracts an archive file, and {source} is a folder. Stage the archive "
                 "itself (e.g. stage('.../data.zip', extract=True)), or stage the folder without extract."
             )
-        if runtime.is_within(target, source) or runtime.is_within(source, target):
+        if _runtime.is_within(target, source) or _runtime.is_within(source, target):
             raise StageError(f"Cannot stage {source} into {target}: one lies inside the other. "
                              "Pass a dest outside the source folder.")
         _stage_folder(source, target, workers=workers or default_workers(source), quiet=quiet)
@@ -122,7 +122,7 @@ def stage(
     copied = _stage_files([_describe(source, target)], target.parent, _copy_replacing, workers=1, quiet=True)
     say(quiet, f"Staged {source.name} to {target}" if copied else f"Using {target} (already staged)")
     if extract:
-        from .archives import extract as extract_archive
+        from ._archive import extract as extract_archive
 
         return extract_archive(target, quiet=quiet)
     return target
@@ -345,7 +345,7 @@ def _check_free_space(needed: int, folder: Path, source: Path) -> None:
         raise StageError(
             f"Staging needs {needed / 2**30:.2f} GiB but {folder} has {free / 2**30:.2f} GiB free; "
             "nothing was copied. Free local disk space (delete old staged data under "
-            f"{runtime.cache_dir()}), or stage a smaller part of the data."
+            f"{_runtime.cache_dir()}), or stage a smaller part of the data."
         )
 
 
@@ -422,10 +422,10 @@ def _copy_bytes(source_fd: int, target_fd: int, size: int) -> None:
 def _stage_error(exc: OSError, source: Path, target: Path) -> StageError:
     """A StageError naming where the copy failed, why, and the fix for that errno."""
     if exc.errno == errno.ENOSPC:
-        advice = (f"The local disk is full. Free space (old staged data lives under {runtime.cache_dir()}) "
+        advice = (f"The local disk is full. Free space (old staged data lives under {_runtime.cache_dir()}) "
                   "or stage a smaller part of the data.")
     elif exc.errno in (errno.ENOTCONN, errno.EIO, errno.ESTALE) or (
-            runtime.is_within(source, runtime.mountpoint()) and exc.errno == errno.ENOENT):
+            _runtime.is_within(source, _runtime.mountpoint()) and exc.errno == errno.ENOENT):
         advice = ("The Drive mount stopped answering. Remount it (colabkit.mount_drive(force_remount=True)) "
                   "and stage again; files already copied are skipped.")
     elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):

@@ -13,9 +13,9 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import _files
+from . import _fsio
 from .errors import CheckpointError, ModelMismatchError
-from .state import unwrap_model
+from ._state import unwrap_model
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -57,14 +57,14 @@ def save_model(model: torch.nn.Module, path: str | os.PathLike[str]) -> Path:
         if target.suffix.lower() == SAFETENSORS_SUFFIX:
             from safetensors.torch import save_model as st_save_model
 
-            _files.publish(lambda tmp: st_save_model(bare, str(tmp)), target)
+            _fsio.publish(lambda tmp: st_save_model(bare, str(tmp)), target)
         else:
             import torch
 
             state = {k: v.detach().cpu() for k, v in bare.state_dict().items()}
-            _files.publish(lambda tmp: torch.save(state, str(tmp)), target)
+            _fsio.publish(lambda tmp: torch.save(state, str(tmp)), target)
     except OSError as exc:
-        raise _files.write_error(exc, "the model", target) from exc
+        raise _fsio.write_error(exc, "the model", target) from exc
     return target
 
 
@@ -128,7 +128,7 @@ def _read(source: Path, map_location: Any) -> dict[str, Any]:
             if dropped not in tensors and kept in tensors:
                 tensors[dropped] = tensors[kept]
         return tensors
-    from .checkpoint import _load_file, _unwrap
+    from ._checkpoint.manager import _load_file, _unwrap
 
     try:
         state = _unwrap(_load_file(source, map_location))

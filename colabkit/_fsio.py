@@ -1,10 +1,18 @@
-"""Hashing files and publishing them only complete, for every module that writes.
+"""The one publish layer: every module that writes a file goes through here.
 
-One way to publish: write a temp file in the same folder, fsync, os.replace,
-fsync the folder; a reader sees the old file or the new one, never half of one.
-No symlinks or hard links (Google Drive's mount supports neither). Write errors
-of checkpoints and models become a CheckpointWriteError that names the cause
-and what to do.
+- Temp names: `.NAME.[tag-]<pid>-<random>.tmp` beside the final file, so
+  os.replace is atomic and a later run can tell a dead writer's leftover
+  (`is_stale_temp`: owner process gone *and* idle for `STALE_AFTER` seconds)
+  from a live writer's file in progress.
+- Publishing: write the temp, fsync, os.replace, fsync the folder; a reader
+  sees the old file or the new one, never half of one. No symlinks or hard
+  links (Google Drive's mount supports neither).
+- Retiring: what colabkit deletes or replaces on the Drive mount is truncated
+  first, so Drive's trash keeps a 0-byte copy instead of using quota.
+- Locks: `locked(target)` is a filelock beside the target, for two processes
+  (a notebook and a `!python`) working on one folder.
+- Names from outside: `safe_component` reduces them to one safe path part.
+- Errors: `os_error_advice` maps an errno to its cause and fix, in one place.
 """
 
 from __future__ import annotations
@@ -16,14 +24,19 @@ import json
 import os
 import re
 import secrets
+import stat
 import threading
+import time
+import unicodedata
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .errors import CheckpointWriteError, ConfigError
+from . import _runtime
+from .errors import BusyError, CheckpointWriteError, ConfigError, UnsafeNameError
 
-HASH_ALGORITHMS = ("sha256", "sha1", "md5")
 TEMP_SUFFIX = ".tmp"
+LOCK_SUFFIX = ".lock"
+STALE_AFTER = 600.0  # seconds a dead writer's temp must sit idle before anyone deletes it
 _HEX_LENGTHS = {"sha256": 64, "sha1": 40, "md5": 32}
 _READ_BLOCK = 8 << 20  # large reads: hashing, not syscalls, dominates (hashlib releases the GIL)
 
@@ -111,7 +124,47 @@ def process_alive(pid: int) -> bool:
 
 
 def is_temp_name(name: str) -> bool:
+    """Whether `name` is one of colabkit's temp names (hidden, `.tmp`)."""
     return name.startswith(".") and name.endswith(TEMP_SUFFIX)
+
+
+def is_stale_temp(path: Path, idle: float = STALE_AFTER, now: float | None = None) -> bool:
+    """Whether `path` is a temp that no live writer can still be filling.
+
+    The one rule for every cleanup: a colabkit temp name whose owner process is
+    gone (or that names none) and that nobody touched for `idle` seconds. A temp
+    of a live process is never stale, however old.
+    """
+    if not is_temp_name(path.name):
+        return False
+    pid = temp_owner_pid(path.name)
+    if pid is not None and pid != os.getpid() and process_alive(pid):
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        mtime = path.lstat().st_mtime
+    except OSError:
+        return False
+    return (time.time() if now is None else now) - mtime >= idle
+
+
+def remove_stale_temps(folder: Path, idle: float = STALE_AFTER) -> list[Path]:
+    """Retire every stale temp directly inside `folder`; returns what was removed."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        path = Path(entry.path)
+        if is_stale_temp(path, idle):
+            if entry.is_dir(follow_symlinks=False):
+                retire_tree(path)
+            else:
+                retire(path)
+            removed.append(path)
+    return removed
 
 
 def temp_owner_pid(name: str) -> int | None:
@@ -138,7 +191,7 @@ def atomic_destination(destination: str | os.PathLike, tag: str = "") -> Iterato
             fsync_fd(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, final)
+        replace(tmp, final)
     except BaseException:
         remove_quietly(tmp)
         raise
@@ -218,6 +271,168 @@ def fsync_and_hash(path: Path) -> tuple[int, str]:
     return result
 
 
+def on_drive_mount(path: str | os.PathLike) -> bool:
+    """Whether `path` lies on Colab's Drive mount, where deleted files go to Drive's trash."""
+    if not _runtime.in_colab():
+        return False
+    return _runtime.is_within(Path(os.path.abspath(path)), _runtime.mountpoint())
+
+
+def _truncate_regular(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            os.ftruncate(fd, 0)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def retire(path: str | os.PathLike) -> None:
+    """Delete a file colabkit wrote; on the Drive mount truncate it first.
+
+    Drive keeps deleted files in its trash for 30 days, counting against the
+    15 GB quota: a truncated file costs nothing there. Missing files are fine.
+    """
+    target = Path(path)
+    if on_drive_mount(target):
+        _truncate_regular(target)
+    remove_quietly(target)
+
+
+def retire_tree(folder: str | os.PathLike) -> None:
+    """Delete a folder colabkit made (extraction, staging), file by file through `retire`.
+
+    Never follows a symlink: a link inside is removed, not its target.
+    """
+    root = Path(folder)
+    if root.is_symlink() or not root.is_dir():
+        retire(root)
+        return
+    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+        for name in filenames:
+            retire(Path(dirpath, name))
+        for name in dirnames:
+            sub = Path(dirpath, name)
+            if sub.is_symlink():
+                remove_quietly(sub)
+            else:
+                with contextlib.suppress(OSError):
+                    os.rmdir(sub)
+    with contextlib.suppress(OSError):
+        os.rmdir(root)
+
+
+def replace(source: str | os.PathLike, final: str | os.PathLike) -> None:
+    """os.replace(source, final); on the Drive mount the superseded file is truncated first.
+
+    Off the mount this is exactly os.replace. On it, the old file is moved to a
+    temp name, the new one takes its place, and the old one is retired, so the
+    trash never holds a full-size copy. A crash in between leaves the old file
+    under a temp name (cleaned as stale later), never a half-written final.
+    """
+    final_path = Path(final)
+    if not on_drive_mount(final_path) or not final_path.is_file():
+        os.replace(source, final_path)
+        return
+    aside = temp_path(final_path, "old")
+    os.replace(final_path, aside)
+    try:
+        os.replace(source, final_path)
+    except BaseException:
+        os.replace(aside, final_path)
+        raise
+    retire(aside)
+
+
+@contextlib.contextmanager
+def locked(target: str | os.PathLike, what: str, timeout: float = 600.0) -> Iterator[Path]:
+    """Hold an inter-process lock on `target` (a file or folder) while the block runs.
+
+    The lock is a filelock on the hidden file `.NAME.lock` beside `target`; it
+    holds the owner's pid so that a waiter can be told who it waits for. Raises
+    BusyError after `timeout` seconds.
+    """
+    import filelock
+
+    final = Path(target)
+    lock_path = final.with_name(f".{final.name}{LOCK_SUFFIX}")
+    lock = filelock.FileLock(str(lock_path), timeout=timeout)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        holder = lock_holder(lock_path)
+        who = f"process {holder}" if holder else "another process"
+        raise BusyError(
+            f"{what} {final} is in use by {who} (waited {timeout:g} s for it). "
+            f"Wait for that process to finish (or stop it), then run this again."
+        ) from None
+    except NotImplementedError:  # a filesystem without flock: the soft lock still orders writers
+        lock = filelock.SoftFileLock(str(lock_path), timeout=timeout)
+        lock.acquire()
+    try:
+        _record_holder(lock_path)
+        yield lock_path
+    finally:
+        lock.release()
+
+
+def _record_holder(lock_path: Path) -> None:
+    with contextlib.suppress(OSError):
+        lock_path.with_name(lock_path.name + ".pid").write_text(str(os.getpid()))
+
+
+def lock_holder(lock_path: Path) -> int | None:
+    """The pid last recorded as holding `lock_path`, when it is still alive."""
+    try:
+        pid = int(lock_path.with_name(lock_path.name + ".pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if process_alive(pid) else None
+
+
+_BIDI_AND_ZERO_WIDTH = {
+    "\u200b", "\u200c", "\u200d", "\u200e", "\u200f", "\u2060", "\ufeff",
+    "\u202a", "\u202b", "\u202c", "\u202d", "\u202e",
+    "\u2066", "\u2067", "\u2068", "\u2069",
+}
+MAX_NAME_BYTES = 255
+
+
+def unsafe_name_reason(name: object) -> str | None:
+    """Why `name` cannot be used as one path component, or None when it can."""
+    if not isinstance(name, str):
+        return f"it is a {type(name).__name__}, not text"
+    if name in ("", ".", ".."):
+        return "it names a relative folder ('.' or '..')" if name else "it is empty"
+    if "/" in name or "\\" in name:
+        return "it contains a path separator ('/' or '\\')"
+    if any(unicodedata.category(ch) == "Cc" for ch in name):
+        return "it contains a control character (NUL, newline, tab, ...)"
+    if any(ch in _BIDI_AND_ZERO_WIDTH for ch in name):
+        return "it contains an invisible zero-width or text-direction character"
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        return f"it is longer than {MAX_NAME_BYTES} bytes"
+    return None
+
+
+def safe_component(name: object, what: str, fix: str) -> str:
+    """`name` itself when it is one safe path component; else UnsafeNameError ending in `fix`.
+
+    For every name that comes from outside (a URL's last part, a Drive title,
+    a manifest value): never '.', '..', empty, a separator, NUL or another
+    control character, an invisible character, or too long for a filesystem.
+    """
+    reason = unsafe_name_reason(name)
+    if reason:
+        raise UnsafeNameError(f"The {what} {name!r} cannot be used as a file name: {reason}. {fix}")
+    return name  # type: ignore[return-value]
+
+
 def remove_quietly(path: Path) -> None:
     """Delete `path` if it can be: cleanup after a failure must not hide that failure."""
     try:
@@ -232,7 +447,7 @@ def _create_exclusive(tmp: Path) -> None:
     os.close(fd)
 
 
-_ADVICE = {
+_ADVICE: dict[int, tuple[str, str]] = {
     errno.ENOSPC: ("the disk (or Google Drive) is full",
                    "free space (delete old files, empty Drive's trash), lower keep_last, or "
                    "choose another directory"),
@@ -252,12 +467,35 @@ _ADVICE = {
                      "remount Drive (colabkit.mount_drive(force_remount=True)) and save again"),
     errno.EIO: ("an I/O error occurred (often a dropped Drive connection)",
                 "remount Drive (colabkit.mount_drive(force_remount=True)) or choose another directory"),
+    errno.ENAMETOOLONG: ("a file or folder name is too long for this filesystem",
+                         "choose a shorter name (at most 255 bytes per name)"),
+    errno.ENOTDIR: ("a part of the path is a file, not a folder",
+                    "choose a path whose parents are folders, or move that file away"),
+    errno.EISDIR: ("the path is a folder where a file was expected",
+                   "choose a file name, or move that folder away"),
+    errno.EEXIST: ("something already exists at that path",
+                   "choose another name, or move the existing file away"),
+    errno.ENOENT: ("a folder on the path does not exist (or vanished, e.g. Drive was unmounted)",
+                   "check the path (and that Drive is mounted), then try again"),
+    errno.ELOOP: ("the path goes through a symbolic link loop or a link where none is allowed",
+                  "choose a path without symbolic links"),
 }
+
+
+def os_error_advice(exc: OSError) -> tuple[str, str]:
+    """(cause, fix) for an OSError, from its errno: the one table every module uses."""
+    return _ADVICE.get(exc.errno or -1, (exc.strerror or str(exc), "check the path and try again"))
+
+
+def os_error_message(exc: OSError, action: str, target: str | os.PathLike) -> str:
+    """One line for a user: what failed, why (from the errno) and how to fix it."""
+    cause, fix = os_error_advice(exc)
+    return f"Could not {action} {target}: {cause} ({exc.strerror or exc}). To fix: {fix}."
 
 
 def write_error(exc: OSError, what: str, target: Path) -> CheckpointWriteError:
     """A CheckpointWriteError naming the cause of `exc` and the fix."""
-    cause, fix = _ADVICE.get(exc.errno or -1, (exc.strerror or str(exc), "check the directory and try again"))
+    cause, fix = os_error_advice(exc)
     error = CheckpointWriteError(
         f"Could not write {what} {target}: {cause} ({exc.strerror or exc}). "
         f"Nothing was lost: earlier files are intact and no partial file was left. "

@@ -2,7 +2,9 @@
 
     ColabkitError
     ├── ConfigError (ValueError)          bad argument or configuration
-    │   └── ProjectNameError              a project name Drive or the OS rejects
+    │   ├── ProjectNameError              a project name Drive or the OS rejects
+    │   └── UnsafeNameError               a name from outside that is not one safe path part
+    ├── BusyError                         another process holds the lock on that file or folder
     ├── EnvironmentProblem                the runtime cannot do what was asked
     │   ├── DeviceError                   asked for a GPU that is not there
     │   ├── NotInNotebookError            mounting from a `!python` subprocess
@@ -50,6 +52,14 @@ class ConfigError(ColabkitError, ValueError):
 
 class ProjectNameError(ConfigError):
     """A project name that Drive or the operating system rejects."""
+
+
+class UnsafeNameError(ConfigError):
+    """A name from outside (URL, Drive title, archive, manifest) that is not one safe path part."""
+
+
+class BusyError(ColabkitError):
+    """Another process holds the lock on a file or folder colabkit wants to change."""
 
 
 class EnvironmentProblem(ColabkitError):

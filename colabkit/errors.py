@@ -5,7 +5,7 @@
     │   ├── ProjectNameError              a project name Drive or the OS rejects
     │   └── UnsafeNameError               a name from outside that is not one safe path part
     ├── BusyError                         another process holds the lock on that file or folder
-    ├── EnvironmentProblem                the runtime cannot do what was asked
+    ├── RuntimeEnvironmentError           the runtime cannot do what was asked
     │   ├── DeviceError                   asked for a GPU that is not there
     │   ├── NotInNotebookError            mounting from a `!python` subprocess
     │   └── MissingDependencyError        an optional extra is not installed
@@ -62,19 +62,22 @@ class BusyError(ColabkitError):
     """Another process holds the lock on a file or folder colabkit wants to change."""
 
 
-class EnvironmentProblem(ColabkitError):
+class RuntimeEnvironmentError(ColabkitError):
     """The runtime cannot do what was asked (no GPU, no notebook, no extra)."""
 
 
-class DeviceError(EnvironmentProblem):
+EnvironmentProblem = RuntimeEnvironmentError  # the 0.1 name; kept for one release
+
+
+class DeviceError(RuntimeEnvironmentError):
     """A device was asked for that this runtime does not have."""
 
 
-class NotInNotebookError(EnvironmentProblem):
+class NotInNotebookError(RuntimeEnvironmentError):
     """Mounting Drive needs the notebook kernel; a subprocess cannot do it."""
 
 
-class MissingDependencyError(EnvironmentProblem, ImportError):
+class MissingDependencyError(RuntimeEnvironmentError, ImportError):
     """An optional extra is not installed."""
 
 

@@ -30,8 +30,10 @@ _EXPORTS: dict[str, str] = {
     "GPUInfo": "_status",
     "device": "_status",
     # drive_api (extra: drive-api)
-    "connect_drive": "_drive_api.client",
+    "connect_drive": "_drive_api.session",
     "DriveClient": "_drive_api.client",
+    "DriveFile": "_drive_api.client",
+    "SyncResult": "_drive_api.client",
     # template
     "copy_template": "_template",
     # error_hints
@@ -68,7 +70,8 @@ if TYPE_CHECKING:  # pragma: no cover - for editors and type checkers only
     from ._checkpoint.manager import CheckpointManager, ResumeInfo
     from ._status import GPUInfo, Status, device, status
     from ._drive import flush_drive, mount_drive
-    from ._drive_api.client import DriveClient, connect_drive
+    from ._drive_api.client import DriveClient, DriveFile, SyncResult
+    from ._drive_api.session import connect_drive
     from ._hints.rules import Hint, explain, hints, install_excepthook
     from ._export import load_model, save_model
     from ._fetch import fetch

@@ -120,7 +120,7 @@ def client(canned):
     """A real DriveClient on static fake credentials, no backoff between retries."""
     from google.oauth2.credentials import Credentials
 
-    from colabkit._drive_api.client import connect_drive
+    from colabkit._drive_api.session import connect_drive
 
     drive = connect_drive(credentials=Credentials(token=FAKE_TOKEN), retries=2)
     drive.backoff = 0.0

@@ -12,6 +12,7 @@ import textwrap
 import pytest
 
 from colabkit._drive_api import client as drive_api
+from colabkit._drive_api import config, session
 from colabkit.errors import (
     DriveAPIAuthError,
     DriveAPIError,
@@ -152,28 +153,28 @@ def test_rejected_token_is_an_auth_error(client, canned):
 
 
 def test_no_credentials_outside_colab_says_how_to_get_them(monkeypatch):
-    monkeypatch.delenv(drive_api.ENV_SERVICE_ACCOUNT, raising=False)
-    monkeypatch.delenv(drive_api.ENV_SETTINGS, raising=False)
-    with pytest.raises(DriveAPIAuthError, match=drive_api.ENV_SERVICE_ACCOUNT):
-        drive_api.connect_drive()
+    monkeypatch.delenv(config.ENV_SERVICE_ACCOUNT, raising=False)
+    monkeypatch.delenv(config.ENV_SETTINGS, raising=False)
+    with pytest.raises(DriveAPIAuthError, match=config.ENV_SERVICE_ACCOUNT):
+        session.connect_drive()
 
 
 def test_bad_service_account_files(tmp_path, monkeypatch):
-    monkeypatch.setenv(drive_api.ENV_SERVICE_ACCOUNT, str(tmp_path / "missing.json"))
-    with pytest.raises(DriveAPIAuthError, match=f"does not exist.*{drive_api.ENV_SERVICE_ACCOUNT}|"
-                                                f"{drive_api.ENV_SERVICE_ACCOUNT}.*does not exist"):
-        drive_api.connect_drive()
+    monkeypatch.setenv(config.ENV_SERVICE_ACCOUNT, str(tmp_path / "missing.json"))
+    with pytest.raises(DriveAPIAuthError, match=f"does not exist.*{config.ENV_SERVICE_ACCOUNT}|"
+                                                f"{config.ENV_SERVICE_ACCOUNT}.*does not exist"):
+        session.connect_drive()
     user_token = tmp_path / "token.json"
     user_token.write_text(json.dumps({"type": "authorized_user", "refresh_token": "1//secret-refresh"}))
     with pytest.raises(DriveAPIAuthError, match="not a service-account key") as info:
-        drive_api.connect_drive(user_token)
+        session.connect_drive(user_token)
     assert "secret-refresh" not in str(info.value)
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps({"type": "service_account", "client_email": "a@b.iam.gserviceaccount.com",
                                   "private_key": "-----BEGIN PRIVATE KEY-----\nnot-a-key-SECRET\n"
                                                  "-----END PRIVATE KEY-----\n", "private_key_id": "k"}))
     with pytest.raises(DriveAPIAuthError, match="could not be loaded.*new JSON key") as info:
-        drive_api.connect_drive(broken)
+        session.connect_drive(broken)
     assert "SECRET" not in str(info.value) and info.value.__cause__ is None
 
 
@@ -186,8 +187,8 @@ def test_ensure_folder_creates_only_what_is_missing_and_remembers(client, canned
                listing(), ok(folder("C", "run1", "B")))
     assert client.ensure_folder("ML2022/ckpt/run1") == "C"
     created = [json.loads(r[2]) for r in canned.requests("POST")]
-    assert created == [{"title": "ckpt", "mimeType": drive_api.FOLDER_MIME, "parents": [{"id": "A"}]},
-                       {"title": "run1", "mimeType": drive_api.FOLDER_MIME, "parents": [{"id": "B"}]}]
+    assert created == [{"title": "ckpt", "mimeType": config.FOLDER_MIME, "parents": [{"id": "A"}]},
+                       {"title": "run1", "mimeType": config.FOLDER_MIME, "parents": [{"id": "B"}]}]
     assert "title = 'ML2022'" in canned.queries()[0]
     sent = len(canned.request_sequence)
     assert client.ensure_folder("ML2022/ckpt/run1/") == "C"
@@ -265,8 +266,8 @@ def test_sync_down_fetches_only_changed_files(client, canned, tmp_path):
         listing(meta("S", "same.bin", b"same", parent="R"), meta("T", "stale.bin", b"new!", parent="R"),
                 meta("D", "doc", parent="R", mime="application/vnd.google-apps.document"),
                 folder("U", "sub", "R")),
+        listing(meta("I", "inner.bin", b"inner", parent="U")),  # the whole tree is listed first
         media(b"new!"),
-        listing(meta("I", "inner.bin", b"inner", parent="U")),
         media(b"inner"),
     )
     result = client.sync_down("runs", local)
@@ -304,12 +305,12 @@ SA_TOKEN = "ya29.SERVICE-ACCOUNT-TOKEN-secret"
 
 def test_service_account_signs_in_and_keeps_secrets_out_of_sight(service_key, canned, caplog, monkeypatch):
     path, pem = service_key
-    monkeypatch.setenv(drive_api.ENV_SERVICE_ACCOUNT, str(path))
+    monkeypatch.setenv(config.ENV_SERVICE_ACCOUNT, str(path))
     caplog.set_level(logging.DEBUG)
     canned.add(ok({"access_token": SA_TOKEN, "expires_in": 3600, "token_type": "Bearer"}),
                listing(meta("F1", "a.txt", b"a")),
                error(404, "notFound", "File not found: X."))
-    drive = drive_api.connect_drive(retries=0)
+    drive = session.connect_drive(retries=0)
     assert [f.name for f in drive.list("")] == ["a.txt"]
     token_request, api_request = canned.request_sequence[:2]
     assert token_request[0] == "https://oauth2.googleapis.com/token"  # a real signed JWT grant
@@ -343,7 +344,7 @@ def test_settings_file_token_is_private(service_key, canned, tmp_path):
           - https://www.googleapis.com/auth/drive
         """))
     canned.add(ok({"access_token": SA_TOKEN, "expires_in": 3600, "token_type": "Bearer"}), listing())
-    drive = drive_api.connect_drive(settings_file=settings)
+    drive = session.connect_drive(settings_file=settings)
     assert drive.list("") == []
     assert stat.S_IMODE(token.stat().st_mode) == 0o600
     assert SA_TOKEN in token.read_text()  # pydrive2 saved the refreshed token there, privately
@@ -369,10 +370,10 @@ def test_settings_file_with_a_saved_user_token_needs_no_browser(canned, tmp_path
         save_credentials_backend: file
         save_credentials_file: {token}
         """))
-    monkeypatch.setenv(drive_api.ENV_SETTINGS, str(settings))
+    monkeypatch.setenv(config.ENV_SETTINGS, str(settings))
     monkeypatch.setenv("GDRIVE_NON_INTERACTIVE", "1")  # a browser prompt would fail the test
     canned.add(listing(meta("F1", "a.txt", b"a")))
-    drive = drive_api.connect_drive()
+    drive = session.connect_drive()
     assert [f.name for f in drive.list("")] == ["a.txt"]
     assert canned.request_sequence[0][3][b"Authorization"] == b"Bearer ya29.user-token-secret"
     assert stat.S_IMODE(token.stat().st_mode) == 0o600
@@ -385,11 +386,11 @@ def test_colab_signs_in_through_google_colab_auth(fake_colab, canned, tmp_path, 
     adc.write_text(json.dumps({"type": "authorized_user", "client_id": "cid.apps.googleusercontent.com",
                                "client_secret": "client-secret-value", "refresh_token": "1//refresh-secret"}))
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(adc))
-    for var in (drive_api.ENV_SERVICE_ACCOUNT, drive_api.ENV_SETTINGS):
+    for var in (config.ENV_SERVICE_ACCOUNT, config.ENV_SETTINGS):
         monkeypatch.delenv(var, raising=False)
     canned.add(ok({"access_token": "ya29.colab-user", "expires_in": 3600, "token_type": "Bearer"}),
                listing(folder("A", "ML2022")))
-    drive = drive_api.connect_drive()
+    drive = session.connect_drive()
     assert [f.name for f in drive.list("")] == ["ML2022"]
     assert fake_colab.calls("authenticate_user")
     assert canned.request_sequence[0][0] == "https://oauth2.googleapis.com/token"
@@ -434,7 +435,7 @@ def test_missing_extra_says_how_to_install():
 @pytest.mark.skipif(not os.environ.get("COLABKIT_TEST_SERVICE_ACCOUNT"),
                     reason="needs a real service-account key in COLABKIT_TEST_SERVICE_ACCOUNT")
 def test_real_drive_round_trip(tmp_path):  # pragma: no cover - needs Google
-    drive = drive_api.connect_drive(os.environ["COLABKIT_TEST_SERVICE_ACCOUNT"])
+    drive = session.connect_drive(os.environ["COLABKIT_TEST_SERVICE_ACCOUNT"])
     (tmp_path / "up").mkdir()
     (tmp_path / "up" / "hello.txt").write_text("hello")
     drive.sync_up(tmp_path / "up", "colabkit-test")

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 import colabkit
-from colabkit._drive_api import client as drive_api
+from colabkit._drive_api import config
+from colabkit._drive_api import session as drive_api
 from colabkit._checkpoint.manager import CheckpointManager, CheckpointWarning
 from colabkit.errors import ConfigError, NotPublicError
 from colabkit._state import training_state
@@ -78,8 +79,8 @@ def test_fetch_private_folder(signed_in, canned, tmp_path):
     folder_id = "1PrivateFolderIdAbcdefghijklmno"
     canned.add(ok(folder(folder_id, "food-11")),
                listing(meta("A", "a.jpg", b"aaaa", parent=folder_id), folder("S", "sub", folder_id)),
-               media(b"aaaa"),
-               listing(meta("B", "b.jpg", b"bb", parent="S")), media(b"bb"))
+               listing(meta("B", "b.jpg", b"bb", parent="S")),  # the whole tree is listed first
+               media(b"aaaa"), media(b"bb"))
     path = colabkit.fetch(f"https://drive.google.com/drive/folders/{folder_id}", str(tmp_path / "data") + "/",
                           private=True, quiet=True)
     assert path == tmp_path / "data" / "food-11"
@@ -97,10 +98,10 @@ def test_not_public_message_points_to_private_when_signed_in(monkeypatch, tmp_pa
     from colabkit._fetch import not_public_message, parse_source
 
     source = parse_source(FILE_ID)
-    monkeypatch.delenv(drive_api.ENV_SERVICE_ACCOUNT, raising=False)
-    monkeypatch.delenv(drive_api.ENV_SETTINGS, raising=False)
+    monkeypatch.delenv(config.ENV_SERVICE_ACCOUNT, raising=False)
+    monkeypatch.delenv(config.ENV_SETTINGS, raising=False)
     assert "private=True" in not_public_message(source) and "drive-api" in not_public_message(source)
-    monkeypatch.setenv(drive_api.ENV_SERVICE_ACCOUNT, str(tmp_path / "key.json"))
+    monkeypatch.setenv(config.ENV_SERVICE_ACCOUNT, str(tmp_path / "key.json"))
     assert f"colabkit.fetch('{FILE_ID}', private=True)" in not_public_message(source)
     assert issubclass(NotPublicError, colabkit.errors.DownloadError)
 
@@ -110,6 +111,10 @@ def test_not_public_message_points_to_private_when_signed_in(monkeypatch, tmp_pa
 
 def _state(model, optimizer, epoch):
     return training_state(model, optimizer, epoch=epoch)
+
+
+def _bytes(body) -> bytes:
+    return body if isinstance(body, bytes) else str(body).encode()
 
 
 def _uploads_since(canned: CannedDrive, start: int) -> list[tuple[str, bytes]]:
@@ -148,7 +153,7 @@ def test_checkpoints_reach_drive_and_a_wiped_runtime_resumes_from_there(signed_i
     (_, ckpt2), (m, manifest2) = _uploads_since(canned, sent)
     assert m == "M" and canned.requests("PUT", "/upload/drive/v2/files/M")  # an update, same id
 
-    # save 3 (keep_last=2): checkpoint 1 is retired locally, then moved to Drive's trash
+    # save 3 (keep_last=2): checkpoint 1 is retired locally, then deleted on Drive for good (not trashed)
     with torch.no_grad():
         model.weight.add_(1.0)
     expected = {k: v.clone() for k, v in model.state_dict().items()}
@@ -157,13 +162,15 @@ def test_checkpoints_reach_drive_and_a_wiped_runtime_resumes_from_there(signed_i
                        meta("C2", "ckpt-000002-epoch0002.pt", ckpt2, parent="EXP"),
                        meta("M", "manifest.json", manifest2, parent="EXP")),
                stored("C3", "ckpt-000003-epoch0003.pt", "EXP"), stored("M", "manifest.json", "EXP"),
-               ok(meta("C1", "ckpt-000001-epoch0001.pt", ckpt1, parent="EXP")))
+               ({"status": "204"}, ""))
     manager.save(_state(model, optimizer, 3), epoch=3, metric=0.7)
     manager.close()
     assert canned.left == 0
     (_, ckpt3), (_, manifest3) = _uploads_since(canned, sent)
-    assert canned.request_sequence[-1][1] == "POST" and canned.request_sequence[-1][0].split("?")[0].endswith(
-        "/files/C1/trash")
+    last = canned.request_sequence[-1]
+    assert last[1] == "DELETE" and last[0].split("?")[0].endswith("/files/C1")  # files.delete
+    assert not canned.requests(contains="/trash") and not [r for r in canned.request_sequence[sent:]
+                                                            if r[2] and b"trashed" in _bytes(r[2])]
     assert [c["file"] for c in json.loads(manifest3)["checkpoints"]] == [
         "ckpt-000002-epoch0002.pt", "ckpt-000003-epoch0003.pt"]
 

@@ -39,8 +39,8 @@ _EXPORTS: dict[str, str] = {
     # error_hints
     "Hint": "_hints.rules",
     "explain": "_hints.rules",
-    "hints": "_hints.rules",
-    "install_excepthook": "_hints.rules",
+    "hints": "_hints.switch",
+    "install_excepthook": "_hints.excepthook",
     # fetching, archives, staging (no module is named like the function it exports:
     # importing colabkit.fetch the module would shadow colabkit.fetch the function)
     "fetch": "_fetch",
@@ -72,7 +72,9 @@ if TYPE_CHECKING:  # pragma: no cover - for editors and type checkers only
     from ._drive import flush_drive, mount_drive
     from ._drive_api.client import DriveClient, DriveFile, SyncResult
     from ._drive_api.session import connect_drive
-    from ._hints.rules import Hint, explain, hints, install_excepthook
+    from ._hints.excepthook import install_excepthook
+    from ._hints.rules import Hint, explain
+    from ._hints.switch import hints
     from ._export import load_model, save_model
     from ._fetch import fetch
     from ._project import Project, active_project, setup

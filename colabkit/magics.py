@@ -67,7 +67,7 @@ class ColabkitMagics(Magics):
     @line_magic
     def colab_hints(self, line: str = ""):
         """Plain-language hints after PyTorch errors and warnings: %colab_hints on|off."""
-        from ._hints.rules import hints, hints_enabled
+        from ._hints.switch import hints, hints_enabled
 
         args = parse_argstring(self.colab_hints, line)
         if args.state is not None:

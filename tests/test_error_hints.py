@@ -421,7 +421,8 @@ def test_script_warnings_get_their_hint_and_unknown_errors_none():
 
 def test_hints_switch_is_the_function_even_after_the_submodule_import():
     import colabkit._hints.rules  # noqa: F401
+    import colabkit._hints.switch  # noqa: F401
 
     assert callable(colabkit.hints)
-    assert colabkit.hints is colabkit._hints.rules.hints
-    assert sys.modules["colabkit._hints.rules"].hints_enabled() is True
+    assert colabkit.hints is colabkit._hints.switch.hints
+    assert sys.modules["colabkit._hints.switch"].hints_enabled() is True

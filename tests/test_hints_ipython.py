@@ -16,6 +16,8 @@ import pytest
 import colabkit
 from colabkit._hints import rules as error_hints
 from colabkit._hints import shell as _hints_ipython
+from colabkit._hints import state as hints_state
+from colabkit._hints import switch as hints_switch
 from tests.conftest import COLAB_IPYTHON, REPO_ROOT
 
 SHELL_SCRIPT = Path(__file__).resolve().parent / "_hints_shell_script.py"
@@ -26,7 +28,7 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 @pytest.fixture(autouse=True)
 def hints_on(monkeypatch):
     """Every test starts with hints on, and leaves the switch as it found it."""
-    monkeypatch.setattr(error_hints, "_enabled", True)
+    monkeypatch.setattr(hints_state, "_enabled", True)
 
 
 @pytest.fixture
@@ -111,7 +113,7 @@ def test_magic_rejects_a_bad_argument(shell, capsys):
     shell.run_cell("%colab_hints maybe")
     captured = capsys.readouterr()
     assert "UsageError" in captured.out + captured.err
-    assert error_hints.hints_enabled() is True
+    assert hints_switch.hints_enabled() is True
 
 
 def test_existing_custom_exception_handler_still_runs(ipython_shell, capsys):

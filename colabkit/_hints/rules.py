@@ -1,37 +1,47 @@
-"""Plain-language hints for the PyTorch errors every beginner meets.
+"""Plain-language hints for the PyTorch errors every beginner meets: the rules, `explain` and `Hint`.
 
 `explain(exc)` turns an exception (or a warning) into a `Hint`: what happened,
 the likely cause, and the fix as a line of code; `None` when it is not one of
 the known errors (no hint is better than a wrong one). Recognition is by the
 exception's class name and message only, so torch is never imported here.
 
-`install_excepthook()` prints the hint after the normal traceback in scripts;
-in IPython and Colab the shell integration (`_hints_ipython`) shows it after a
-failing cell. `hints(False)` turns every hint off, `hints()` back on.
-
-The module is called `error_hints`, not `hints`: importing a submodule sets the
-package attribute of the same name, which would shadow `colabkit.hints()`.
+Where hints are shown lives elsewhere in this package: `excepthook` (scripts),
+`shell` (IPython and Colab cells), `switch` (`colabkit.hints()` on/off).
 """
 
 from __future__ import annotations
 
 import re
-import sys
-import warnings as _warnings
 from typing import Any, Callable, Iterator
 
-__all__ = ["Hint", "explain", "hints", "hints_enabled", "install_excepthook"]
+__all__ = ["Hint", "explain"]
 
-_OFF_SWITCH = "colabkit.hints(False) or %colab_hints off turns these hints off"
+OFF_SWITCH = "colabkit.hints(False) or %colab_hints off turns these hints off"
 _WIDTH = 88
+
+# The HTML box has its own opaque background, so its text contrast does not
+# depend on the notebook's theme (Colab light, Colab dark #383838, Jupyter).
+HTML_BACKGROUND = "#fff4de"
+HTML_TEXT = "#1f1f1f"
+HTML_MUTED = "#5a4a2a"
+HTML_CODE_BACKGROUND = "#fffdf7"
+HTML_BORDER = "#c77700"
+MONOSPACE = "ui-monospace, SFMono-Regular, Menlo, Consolas, 'Liberation Mono', 'DejaVu Sans Mono', monospace"
 
 
 class Hint:
-    """One explanation: `kind` (device, shape, dtype, oom, no-gpu, broadcast),
-    a one-line `title`, the likely `cause`, and the `fix` as code.
+    """One plain-language explanation of a PyTorch error or warning.
 
+    `explain()` returns one; in a notebook it displays as a box (HTML, readable
+    in Colab's light and dark themes and plain Jupyter), in a terminal as text.
     A plain class rather than a dataclass: importing dataclasses (and inspect)
     would double what this module costs to import.
+
+    Args:
+        kind: the family: device, shape, dtype, oom, no-gpu or broadcast.
+        title: one line saying what happened.
+        cause: the likely cause (paragraphs separated by newlines).
+        fix: the fix, as lines of code.
     """
 
     __slots__ = ("kind", "title", "cause", "fix")
@@ -59,52 +69,33 @@ class Hint:
             lines += ["│ " + line for line in textwrap.wrap(paragraph, _WIDTH - 2) or [""]]
         lines.append("│ Fix:")
         lines += ["│   " + line for line in self.fix.split("\n")]
-        lines.append(f"╰─ ({_OFF_SWITCH})")
+        lines.append(f"╰─ ({OFF_SWITCH})")
         return "\n".join(lines)
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         printer.text(str(self))
 
     def _repr_html_(self) -> str:
+        """A box with its own colors (contrast >= 4.5:1 whatever the theme) and monospace code.
+
+        Jupyter's CSS restyles bare <pre> blocks, so the code is a <code> with
+        an explicit font-family inside the <pre>.
+        """
         import html
 
-        cause = "".join(f"<p style='margin:4px 0'>{html.escape(p)}</p>" for p in self.cause.split("\n"))
+        text = f"color:{HTML_TEXT}"
+        cause = "".join(f"<p style='margin:4px 0;{text}'>{html.escape(p)}</p>" for p in self.cause.split("\n"))
         return (
-            "<div style='border-left:4px solid #f0ad4e;background:rgba(240,173,78,0.12);"
-            "padding:6px 12px;margin:6px 0;font-family:sans-serif;font-size:13px'>"
+            f"<div style='border-left:4px solid {HTML_BORDER};background:{HTML_BACKGROUND};{text};"
+            "padding:6px 12px;margin:6px 0;font-family:sans-serif;font-size:13px;line-height:1.4'>"
             f"<b>colabkit hint: {html.escape(self.title)}</b>{cause}"
-            "<p style='margin:4px 0'>Fix:</p>"
-            f"<pre style='margin:2px 0 4px 0;padding:4px 8px'>{html.escape(self.fix)}</pre>"
-            f"<span style='opacity:0.6;font-size:11px'>{html.escape(_OFF_SWITCH)}</span></div>"
+            f"<p style='margin:4px 0;{text}'>Fix:</p>"
+            f"<pre style='margin:2px 0 4px 0;padding:4px 8px;background:{HTML_CODE_BACKGROUND};{text};"
+            f"white-space:pre-wrap;font-family:{MONOSPACE}'>"
+            f"<code style='font-family:{MONOSPACE};font-size:12px;background:{HTML_CODE_BACKGROUND};{text}'>"
+            f"{html.escape(self.fix)}</code></pre>"
+            f"<span style='color:{HTML_MUTED};font-size:11px'>{html.escape(OFF_SWITCH)}</span></div>"
         )
-
-
-# --------------------------------------------------------------------------- switch
-
-_enabled = True
-
-
-def hints(enabled: bool = True) -> None:
-    """Turn colabkit's error hints on (default) or off, in shells and scripts.
-
-    Turning them on inside IPython also hooks the running shell if `import
-    colabkit` happened before IPython started.
-    """
-    global _enabled
-    _enabled = bool(enabled)
-    if _enabled and "IPython" in sys.modules:
-        from IPython import get_ipython
-
-        shell = get_ipython()
-        if shell is not None:
-            from .._hints.shell import register
-
-            register(shell)
-
-
-def hints_enabled() -> bool:
-    """Whether hints are shown."""
-    return _enabled
 
 
 # --------------------------------------------------------------------------- recognising
@@ -472,61 +463,58 @@ _Rule = tuple  # (exception class names, any in the MRO matches; pattern; builde
 _RUNTIME = ("RuntimeError",)
 
 
-def _rule(classes: tuple[str, ...], pattern: str, build: _Builder) -> _Rule:
-    # kept as text: re compiles (and caches) a pattern on first use, so importing stays cheap
-    return (classes, pattern, build)
-
-
+# each rule: (exception class names, any in the MRO matches; pattern; builder). Patterns
+# stay text: re compiles (and caches) a pattern on first use, so importing stays cheap.
 _RULES: list[_Rule] = [
     # out of memory (also matched by class name, see explain)
-    _rule(_RUNTIME, r"CUDA out of memory|CUDA error: out of memory|CUBLAS_STATUS_ALLOC_FAILED"
+    (_RUNTIME, r"CUDA out of memory|CUDA error: out of memory|CUBLAS_STATUS_ALLOC_FAILED"
                     r"|MPS backend out of memory|HIP out of memory", _gpu_oom),
-    _rule(_RUNTIME, r"DefaultCPUAllocator: (?:can't allocate memory|not enough memory): "
+    (_RUNTIME, r"DefaultCPUAllocator: (?:can't allocate memory|not enough memory): "
                     r"you tried to allocate (\d+) bytes", _cpu_oom),
     # no GPU / CUDA checkpoint on a CPU runtime
-    _rule(_RUNTIME, r"Attempting to deserialize object on a CUDA device but torch\.cuda\.is_available\(\) is False",
+    (_RUNTIME, r"Attempting to deserialize object on a CUDA device but torch\.cuda\.is_available\(\) is False",
           _cuda_checkpoint),
-    _rule(_RUNTIME + ("AssertionError",), r"No CUDA GPUs are available|Found no NVIDIA driver on your system"
+    (_RUNTIME + ("AssertionError",), r"No CUDA GPUs are available|Found no NVIDIA driver on your system"
                                           r"|Torch not compiled with CUDA enabled", _no_gpu),
     # device mismatch, every wording torch has used
-    _rule(_RUNTIME, r"Expected all tensors to be on the same device", _same_device_message),
-    _rule(_RUNTIME, r"Tensor on device \S+ is not on the expected device \S+?!", _same_device_message),
-    _rule(_RUNTIME, r"Expected object of (?:device type|backend) \w+ but got (?:device type|backend) \w+",
+    (_RUNTIME, r"Expected all tensors to be on the same device", _same_device_message),
+    (_RUNTIME, r"Tensor on device \S+ is not on the expected device \S+?!", _same_device_message),
+    (_RUNTIME, r"Expected object of (?:device type|backend) \w+ but got (?:device type|backend) \w+",
           _same_device_message),
-    _rule(_RUNTIME, r"Tensor for argument #\d+ '\w+' is on \w+, but expected it to be on \w+", _same_device_message),
-    _rule(_RUNTIME, r"indices should be either on cpu or on the same device as the indexed tensor", _same_device_message),
-    _rule(_RUNTIME, r"module must have its parameters and buffers on device \S+ .* but found one of them on device: \S+",
+    (_RUNTIME, r"Tensor for argument #\d+ '\w+' is on \w+, but expected it to be on \w+", _same_device_message),
+    (_RUNTIME, r"indices should be either on cpu or on the same device as the indexed tensor", _same_device_message),
+    (_RUNTIME, r"module must have its parameters and buffers on device \S+ .* but found one of them on device: \S+",
           _same_device_message),
-    _rule(_RUNTIME, r"Input and (?P<what>parameter|hidden) tensors are not at the same device, found input tensor "
+    (_RUNTIME, r"Input and (?P<what>parameter|hidden) tensors are not at the same device, found input tensor "
                     r"at \S+ and \w+ tensor at \S+", _rnn_device),
-    _rule(_RUNTIME, r"Input type \((?P<a>[\w.]+)\) and (?P<what>weight|bias) type \((?P<b>[\w.]+)\) should be the same",
+    (_RUNTIME, r"Input type \((?P<a>[\w.]+)\) and (?P<what>weight|bias) type \((?P<b>[\w.]+)\) should be the same",
           _input_weight_types),
     # shape
-    _rule(_RUNTIME, r"mat1 and mat2 shapes cannot be multiplied \((?P<a>\d+)x(?P<b>\d+) and (?P<c>\d+)x(?P<d>\d+)\)",
+    (_RUNTIME, r"mat1 and mat2 shapes cannot be multiplied \((?P<a>\d+)x(?P<b>\d+) and (?P<c>\d+)x(?P<d>\d+)\)",
           _matmul_shapes),
-    _rule(_RUNTIME, r"size mismatch, m1: \[(?P<a>\d+) x (?P<b>\d+)\], m2: \[(?P<c>\d+) x (?P<d>\d+)\]", _matmul_shapes),
-    _rule(_RUNTIME, r"Error\(s\) in loading state_dict for \w+:.*size mismatch for ", _state_dict_sizes),
-    _rule(_RUNTIME, r"Error\(s\) in loading state_dict for \w+:.*Unexpected key\(s\) in state_dict", _state_dict_keys),
-    _rule(_RUNTIME, r"Given groups=\d+, weight of size \[[\d, ]+\], expected input\[(?P<shape>[\d, ]+)\] to have "
+    (_RUNTIME, r"size mismatch, m1: \[(?P<a>\d+) x (?P<b>\d+)\], m2: \[(?P<c>\d+) x (?P<d>\d+)\]", _matmul_shapes),
+    (_RUNTIME, r"Error\(s\) in loading state_dict for \w+:.*size mismatch for ", _state_dict_sizes),
+    (_RUNTIME, r"Error\(s\) in loading state_dict for \w+:.*Unexpected key\(s\) in state_dict", _state_dict_keys),
+    (_RUNTIME, r"Given groups=\d+, weight of size \[[\d, ]+\], expected input\[(?P<shape>[\d, ]+)\] to have "
                     r"(?P<want>\d+) channels, but got (?P<got>\d+) channels instead", _conv_channels),
-    _rule(("ValueError",), r"Expected input batch_size \((\d+)\) to match target batch_size \((\d+)\)", _batch_sizes),
-    _rule(_RUNTIME, r"0D or 1D target tensor expected, multi-target not supported", _target_shape),
+    (("ValueError",), r"Expected input batch_size \((\d+)\) to match target batch_size \((\d+)\)", _batch_sizes),
+    (_RUNTIME, r"0D or 1D target tensor expected, multi-target not supported", _target_shape),
     # dtype: targets and indices first (they name Long)
-    _rule(_RUNTIME, r"expected target dtype to be Long(?: or Byte)?, but got (?P<got>\w+)", _target_dtype),
-    _rule(_RUNTIME, r"expected scalar type '?Long'? but found '?(?P<got>\w+)", _target_dtype),
-    _rule(_RUNTIME, r"Expected object of scalar type Long but got scalar type (?P<got>\w+) for argument #\d+ 'target'",
+    (_RUNTIME, r"expected target dtype to be Long(?: or Byte)?, but got (?P<got>\w+)", _target_dtype),
+    (_RUNTIME, r"expected scalar type '?Long'? but found '?(?P<got>\w+)", _target_dtype),
+    (_RUNTIME, r"Expected object of scalar type Long but got scalar type (?P<got>\w+) for argument #\d+ 'target'",
           _target_dtype),
-    _rule(_RUNTIME, r"\"nll_loss\w*\" not implemented for '(?P<got>\w+)'", _target_dtype),
-    _rule(_RUNTIME, r"Expected tensor for argument #\d+ 'indices' to have (?:one of the following )?scalar types?: "
+    (_RUNTIME, r"\"nll_loss\w*\" not implemented for '(?P<got>\w+)'", _target_dtype),
+    (_RUNTIME, r"Expected tensor for argument #\d+ 'indices' to have (?:one of the following )?scalar types?: "
                     r"Long(?:, Int)?; but got (?P<got>[\w.]+) instead", _index_dtype),
-    _rule(_RUNTIME, r"mat1 and mat2 must have the same dtype, but got (?P<a>\w+) and (?P<b>\w+)", _two_dtypes),
-    _rule(_RUNTIME, r"expected (?:mat1|m1) and (?:mat2|m2) to have the same dtype, but got: (?P<a>\w+) != (?P<b>\w+)",
+    (_RUNTIME, r"mat1 and mat2 must have the same dtype, but got (?P<a>\w+) and (?P<b>\w+)", _two_dtypes),
+    (_RUNTIME, r"expected (?:mat1|m1) and (?:mat2|m2) to have the same dtype, but got: (?P<a>\w+) != (?P<b>\w+)",
           _two_dtypes),
-    _rule(_RUNTIME, r"expected scalar type '?(?P<a>\w+)'? but found '?(?P<b>\w+)", _two_dtypes),
-    _rule(_RUNTIME, r"Found dtype (?P<b>\w+) but expected (?P<a>\w+)", _two_dtypes),
-    _rule(_RUNTIME, r"Expected object of scalar type (?P<a>\w+) but got scalar type (?P<b>\w+) for argument", _two_dtypes),
+    (_RUNTIME, r"expected scalar type '?(?P<a>\w+)'? but found '?(?P<b>\w+)", _two_dtypes),
+    (_RUNTIME, r"Found dtype (?P<b>\w+) but expected (?P<a>\w+)", _two_dtypes),
+    (_RUNTIME, r"Expected object of scalar type (?P<a>\w+) but got scalar type (?P<b>\w+) for argument", _two_dtypes),
     # the silent one (a UserWarning from mse_loss / l1_loss / smooth_l1_loss / huber_loss)
-    _rule(("UserWarning",), r"Using a target size \(torch\.Size\(\[[\d, ]*\]\)\) that is different to the input "
+    (("UserWarning",), r"Using a target size \(torch\.Size\(\[[\d, ]*\]\)\) that is different to the input "
                             r"size \(torch\.Size\(\[[\d, ]*\]\)\)", _loss_broadcast),
 ]
 
@@ -564,9 +552,16 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 def explain(exc: BaseException) -> Hint | None:
     """A plain-language Hint for a common PyTorch error or warning, or None.
 
-    `exc` is an exception (or a Warning instance, as `warnings` delivers it).
     Exceptions raised from a recognised one (`raise ... from`) are explained by
-    their cause. Unknown errors give None: no hint is better than a wrong one.
+    their cause. Recognition reads only the class name and the message, so it
+    works without importing torch. Unknown errors give None: no hint is better
+    than a wrong one.
+
+    Args:
+        exc: an exception, or a Warning instance (as `warnings` delivers it).
+
+    Returns:
+        The Hint, or None when the error is not one colabkit knows.
     """
     if not isinstance(exc, BaseException):
         return None
@@ -578,62 +573,3 @@ def explain(exc: BaseException) -> Hint | None:
         if hint is not None:
             return hint
     return None
-
-
-# --------------------------------------------------------------------------- warnings and scripts
-
-_MARK = "_colabkit_hints"
-
-
-def _chain_showwarning(on_hint: Callable[[Hint, Any], None]) -> Callable[..., Any]:
-    """A warnings.showwarning that shows the warning as before, then hands its hint on."""
-    previous = _warnings.showwarning
-
-    def showwarning(message, category, filename, lineno, file=None, line=None):
-        previous(message, category, filename, lineno, file, line)
-        if not _enabled:
-            return
-        try:
-            warning = message if isinstance(message, Warning) else category(str(message))
-            hint = explain(warning)
-        except Exception:
-            return
-        if hint is not None:
-            on_hint(hint, file)
-
-    showwarning.__wrapped__ = previous  # type: ignore[attr-defined]
-    setattr(showwarning, _MARK, True)
-    return showwarning
-
-
-def _print_hint(hint: Hint, file: Any = None) -> None:
-    stream = file if file is not None else sys.stderr
-    try:
-        print(str(hint), file=stream, flush=True)
-    except Exception:  # a closed stream must not turn into a second error
-        pass
-
-
-def install_excepthook(*, warnings: bool = True) -> None:
-    """In a script: print the hint after the normal traceback of an uncaught error.
-
-    The traceback is printed by the excepthook that was there before (Python's
-    or another library's), unchanged. With `warnings` (default), recognised
-    warnings such as MSELoss's shape warning get their hint right after the
-    warning. Calling it again does nothing.
-    """
-    if not getattr(sys.excepthook, _MARK, False):
-        previous = sys.excepthook
-
-        def excepthook(etype, value, tb):
-            previous(etype, value, tb)
-            if _enabled:
-                hint = explain(value)
-                if hint is not None:
-                    _print_hint(hint)
-
-        excepthook.__wrapped__ = previous  # type: ignore[attr-defined]
-        setattr(excepthook, _MARK, True)
-        sys.excepthook = excepthook
-    if warnings and not getattr(_warnings.showwarning, _MARK, False):
-        _warnings.showwarning = _chain_showwarning(_print_hint)

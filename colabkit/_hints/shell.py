@@ -14,8 +14,9 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from .._hints import rules as error_hints
-from .._hints.rules import Hint, explain
+from . import state
+from .excepthook import chain_showwarning, is_ours
+from .rules import Hint, explain
 
 _ATTR = "_colabkit_hints"
 
@@ -32,8 +33,8 @@ class _CellHints:
         self.pending = []
         self.showwarning = None
         # a script-style hook (install_excepthook) already prints warning hints
-        if error_hints.hints_enabled() and not getattr(warnings.showwarning, error_hints._MARK, False):
-            self.showwarning = error_hints._chain_showwarning(self._collect)
+        if state.enabled() and not is_ours(warnings.showwarning):
+            self.showwarning = chain_showwarning(self._collect)
             warnings.showwarning = self.showwarning
 
     def _collect(self, hint: Hint, file: Any = None) -> None:
@@ -46,7 +47,7 @@ class _CellHints:
             found = list(self.pending)
             self.pending = []
             error = getattr(result, "error_in_exec", None)
-            if error is not None and error_hints.hints_enabled():
+            if error is not None and state.enabled():
                 hint = explain(error)
                 if hint is not None and hint not in found:
                     found.append(hint)
@@ -66,7 +67,11 @@ class _CellHints:
 
 
 def register(shell: Any) -> None:
-    """Hook `shell`'s cell events, once per shell."""
+    """Hook `shell`'s cell events so hints follow a failing cell, once per shell.
+
+    Args:
+        shell: a running IPython InteractiveShell (Colab's, Jupyter's, or a plain one).
+    """
     if getattr(shell, _ATTR, None) is not None:
         return
     cell_hints = _CellHints(shell)

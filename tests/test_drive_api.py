@@ -31,6 +31,7 @@ from tests._drive_api_helpers import (  # noqa: F401 - fixtures
     media,
     meta,
     ok,
+    service_key,
     upload,
 )
 from tests.conftest import run_python
@@ -280,24 +281,6 @@ def test_sync_down_fetches_only_changed_files(client, canned, tmp_path):
 
 
 # --------------------------------------------------------------------------- real credential paths
-
-
-@pytest.fixture(scope="module")
-def service_key(tmp_path_factory):
-    """A service-account JSON key with a freshly generated private key (no real account)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption()).decode()
-    path = tmp_path_factory.mktemp("sa") / "key.json"
-    path.write_text(json.dumps({
-        "type": "service_account", "project_id": "demo", "private_key_id": "kid123",
-        "private_key": pem, "client_email": "trainer@demo.iam.gserviceaccount.com",
-        "client_id": "1234", "token_uri": "https://oauth2.googleapis.com/token",
-    }))
-    return path, pem
 
 
 SA_TOKEN = "ya29.SERVICE-ACCOUNT-TOKEN-secret"

@@ -426,3 +426,107 @@ def test_hints_switch_is_the_function_even_after_the_submodule_import():
     assert callable(colabkit.hints)
     assert colabkit.hints is colabkit._hints.switch.hints
     assert sys.modules["colabkit._hints.switch"].hints_enabled() is True
+
+
+# ------------------------------------------------------------------ how the HTML box reads in every theme
+
+PAGES = {"Colab / Jupyter light": (255, 255, 255), "Colab dark": (0x38, 0x38, 0x38)}
+
+
+def _color(value: str) -> tuple[float, float, float, float]:
+    """#rgb, #rrggbb, rgb(...) or rgba(...) -> (r, g, b, alpha)."""
+    import re
+
+    value = value.strip().lower()
+    if value.startswith("#"):
+        digits = value[1:]
+        if len(digits) == 3:
+            digits = "".join(ch * 2 for ch in digits)
+        return (int(digits[0:2], 16), int(digits[2:4], 16), int(digits[4:6], 16), 1.0)
+    numbers = [float(n) for n in re.findall(r"[\d.]+", value)]
+    assert value.startswith("rgb") and len(numbers) in (3, 4), value
+    return (*numbers[:3], numbers[3] if len(numbers) == 4 else 1.0)
+
+
+def _luminance(rgb) -> float:
+    def channel(c: float) -> float:
+        c /= 255
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    r, g, b = rgb[:3]
+    return 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b)
+
+
+def _contrast(a, b) -> float:
+    high, low = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def _text_runs(page: str) -> list[dict]:
+    """Each piece of text with the styles in force: color, backgrounds (outermost first), font, tags."""
+    from html.parser import HTMLParser
+
+    class Runs(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.stack: list[tuple[str, dict]] = []
+            self.runs: list[dict] = []
+
+        def handle_starttag(self, tag, attrs):
+            style = dict(attrs).get("style") or ""
+            props = {}
+            for part in style.split(";"):
+                if ":" in part:
+                    key, value = part.split(":", 1)
+                    props[key.strip().lower()] = value.strip()
+            self.stack.append((tag, props))
+
+        def handle_endtag(self, tag):
+            while self.stack:
+                if self.stack.pop()[0] == tag:
+                    break
+
+        def handle_data(self, data):
+            if not data.strip():
+                return
+            color = next((p["color"] for _, p in reversed(self.stack) if "color" in p), None)
+            font = next((p["font-family"] for _, p in reversed(self.stack) if "font-family" in p), None)
+            backgrounds = [p.get("background-color") or p["background"] for _, p in self.stack
+                           if "background" in p or "background-color" in p]
+            self.runs.append({"text": data, "color": color, "backgrounds": backgrounds, "font": font,
+                              "tags": [t for t, _ in self.stack]})
+
+    parser = Runs()
+    parser.feed(page)
+    return parser.runs
+
+
+def _over(page_rgb, backgrounds) -> tuple[float, float, float]:
+    """The color the text sits on: each background composited over the page, outermost first."""
+    r, g, b = page_rgb
+    for value in backgrounds:
+        cr, cg, cb, alpha = _color(value)
+        r, g, b = (cr * alpha + r * (1 - alpha), cg * alpha + g * (1 - alpha), cb * alpha + b * (1 - alpha))
+    return (r, g, b)
+
+
+@pytest.mark.parametrize("page", list(PAGES), ids=list(PAGES))
+def test_html_hint_text_is_readable_on_light_and_dark_pages(page):
+    hint = explain(RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x784 and 512x10)"))
+    runs = _text_runs(hint._repr_html_())
+    assert {"colabkit hint", "Fix:", "nn.Linear(784, 10)", "colabkit.hints(False)"} <= {
+        word for run in runs for word in ("colabkit hint", "Fix:", "nn.Linear(784, 10)", "colabkit.hints(False)")
+        if word in run["text"]}
+    for run in runs:
+        # an inherited color would be the theme's (light on dark pages), not one chosen for our background
+        assert run["color"] is not None, run["text"]
+        ratio = _contrast(_color(run["color"]), _over(PAGES[page], run["backgrounds"]))
+        assert ratio >= 4.5, (run["text"][:40], run["color"], run["backgrounds"], round(ratio, 2))
+
+
+def test_html_hint_fix_is_monospace_code():
+    hint = Hint("shape", "t", "c", "x = f(a<b)\ny = 2")
+    fixes = [run for run in _text_runs(hint._repr_html_()) if "x = f(a<b)" in run["text"]]
+    assert len(fixes) == 1
+    assert fixes[0]["tags"][-1] == "code" and "pre" in fixes[0]["tags"]
+    assert fixes[0]["font"] is not None and fixes[0]["font"].rstrip("'\" ").endswith("monospace")

@@ -26,7 +26,7 @@ HTML_TEXT = "#1f1f1f"
 HTML_MUTED = "#5a4a2a"
 HTML_CODE_BACKGROUND = "#fffdf7"
 HTML_BORDER = "#c77700"
-MONOSPACE = "ui-monospace, SFMono-Regular, Menlo, Consolas, 'Liberation Mono', 'DejaVu Sans Mono', monospace"
+MONOSPACE = "ui-monospace, SFMono-Regular, Menlo, Consolas, Liberation Mono, DejaVu Sans Mono, monospace"  # no quotes: the style attribute is single-quoted
 
 
 class Hint:

@@ -143,3 +143,48 @@ def service_key(tmp_path_factory):
         "client_id": "1234", "token_uri": "https://oauth2.googleapis.com/token",
     }))
     return path, pem
+
+
+def package_imports(package: str) -> dict[str, list[tuple[str, list[str]]]]:
+    """For each module of a colabkit subpackage: the (absolute module, names) it imports, lazily or not."""
+    import ast
+    import importlib
+    from pathlib import Path
+
+    folder = Path(importlib.import_module(package).__file__).parent
+    found: dict[str, list[tuple[str, list[str]]]] = {}
+    for path in sorted(folder.glob("*.py")):
+        module = f"{package}.{path.stem}" if path.stem != "__init__" else package
+        entries = []
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)] if node.level else []
+                target = ".".join(base + ([node.module] if node.module else [])) if node.level else node.module
+                names = [alias.name for alias in node.names]
+                if node.level and not node.module:  # from . import a, b: each is a module
+                    entries += [(f"{target}.{name}", []) for name in names]
+                else:
+                    entries.append((target, names))
+            elif isinstance(node, ast.Import):
+                entries += [(alias.name, []) for alias in node.names]
+        found[module] = entries
+    return found
+
+
+def assert_layered(package: str) -> None:
+    """No module of `package` imports an underscored name of another, and its imports form no circle."""
+    imports = package_imports(package)
+    for module, entries in imports.items():
+        for target, names in entries:
+            private = [n for n in names if n.startswith("_") and not n.startswith("__")]
+            assert not (target.startswith("colabkit") and private), f"{module} imports {private} from {target}"
+    graph = {m: {t for t, _ in entries if t in imports and t != m} for m, entries in imports.items()}
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        for nxt in graph[module]:
+            assert nxt not in path, f"import circle: {' -> '.join(path + (nxt,))}"
+            visit(nxt, path + (nxt,))
+
+    for module in graph:
+        visit(module, (module,))

@@ -425,3 +425,33 @@ def test_real_drive_round_trip(tmp_path):  # pragma: no cover - needs Google
     assert drive.sync_up(tmp_path / "up", "colabkit-test").transferred == []  # nothing changed
     drive.sync_down("colabkit-test", tmp_path / "down")
     assert (tmp_path / "down" / "hello.txt").read_text() == "hello"
+
+
+# --------------------------------------------------------------------------- layout
+
+
+def test_drive_api_modules_form_layers_without_private_imports():
+    from tests._drive_api_helpers import assert_layered
+
+    assert_layered("colabkit._drive_api")
+
+
+def test_the_mirror_uses_only_the_clients_public_methods():
+    import ast
+    import inspect
+
+    from colabkit._drive_api import mirror
+
+    tree = ast.parse(inspect.getsource(mirror))
+    used = {node.attr for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "client"}
+    assert used and not [name for name in used if name.startswith("_")], used
+    assert used <= {name for name in dir(drive_api.DriveClient) if not name.startswith("_")}
+
+
+def test_old_import_paths_still_work():
+    from colabkit._drive_api.client import CheckpointMirror, default_client, is_signed_in, parse_remote
+    from colabkit._drive_api.mirror import CheckpointMirror as moved
+
+    assert CheckpointMirror is moved and callable(default_client) and callable(is_signed_in)
+    assert parse_remote("drive:a/b/") == "a/b"

@@ -530,3 +530,9 @@ def test_html_hint_fix_is_monospace_code():
     assert len(fixes) == 1
     assert fixes[0]["tags"][-1] == "code" and "pre" in fixes[0]["tags"]
     assert fixes[0]["font"] is not None and fixes[0]["font"].rstrip("'\" ").endswith("monospace")
+
+
+def test_hint_modules_form_layers_without_private_imports():
+    from tests._drive_api_helpers import assert_layered
+
+    assert_layered("colabkit._hints")

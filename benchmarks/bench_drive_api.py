@@ -2,7 +2,7 @@
 
 Google cannot be reached from here, so httplib2.Http is replaced by a small
 in-memory stand-in that answers like Drive v2 (list, create, resumable upload,
-trash); pydrive2, googleapiclient and colabkit run for real. The figures measure
+delete); pydrive2, googleapiclient and colabkit run for real. The figures measure
 colabkit's own work, not the network:
 
 * save() with remote="drive:…" vs. save() without: the upload runs in a
@@ -46,6 +46,9 @@ class _DriveLike:
             body = body.read()
         if method == "GET" and url.path.endswith("/drive/v2/files"):
             return httplib2.Response({"status": "200"}), json.dumps({"items": self._match(query["q"][0])})
+        if method == "DELETE":  # files.delete: the mirror retires checkpoints for good
+            self.files.pop(url.path.rsplit("/", 1)[1], None)
+            return httplib2.Response({"status": "204"}), b""
         if method == "POST" and url.path.endswith("/trash"):
             item = self.files.pop(url.path.split("/")[-2])
             return httplib2.Response({"status": "200"}), json.dumps(item)
@@ -84,11 +87,11 @@ def _client():
     import httplib2
     from google.oauth2.credentials import Credentials
 
-    from colabkit._drive_api import client as drive_api
+    from colabkit._drive_api import session
 
     httplib2.Http = _DriveLike  # the transport boundary; this process only runs benchmarks
-    client = drive_api.connect_drive(credentials=Credentials(token="bench"))
-    drive_api.set_default_client(client)
+    client = session.connect_drive(credentials=Credentials(token="bench"))
+    session.set_default_client(client)
     return client
 
 

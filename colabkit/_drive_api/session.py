@@ -64,7 +64,15 @@ def connect_drive(
 
 
 def default_client() -> DriveClient:
-    """One shared client for this process, configured from the environment (or Colab)."""
+    """One shared client for this process, signed in on first use from the environment (or Colab).
+
+    Returns:
+        The client that fetch(private=True) and checkpoint remotes use.
+
+    Raises:
+        MissingDependencyError: the drive-api extra is not installed.
+        DriveAPIAuthError: no credentials were found, or Google refused them.
+    """
     global _default
     with _default_lock:
         if _default is None:
@@ -73,14 +81,23 @@ def default_client() -> DriveClient:
 
 
 def set_default_client(client: DriveClient | None) -> None:
-    """Use `client` for fetch(private=True) and checkpoint remotes (None: sign in again when needed)."""
+    """Use `client` for fetch(private=True) and checkpoint remotes.
+
+    Args:
+        client: the client to share, or None to sign in again on the next use.
+    """
     global _default
     with _default_lock:
         _default = client
 
 
 def is_signed_in() -> bool:
-    """True when Drive API credentials are in use or configured (and pydrive2 is installed)."""
+    """Whether Drive API credentials are in use or configured (and pydrive2 is installed).
+
+    Returns:
+        True when a default client exists, or a key or settings file is named
+        in the environment; nothing is signed in to find out.
+    """
     if _default is not None:
         return True
     if not (os.environ.get(ENV_SERVICE_ACCOUNT) or os.environ.get(ENV_SETTINGS)):

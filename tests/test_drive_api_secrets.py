@@ -79,7 +79,8 @@ def test_the_default_secret_signs_in_as_the_service_account(panel, canned, servi
     assert panel.colab.calls("userdata.get") == [{"call": "userdata.get", "key": "COLABKIT_DRIVE_SERVICE_ACCOUNT"}]
     assert not panel.colab.calls("authenticate_user")  # no pop-up: the key was enough
     log_file = (tmp_path / "fake_colab_calls.jsonl").read_text()
-    for text in (caplog.text, repr(drive), repr(drive.drive.auth.credentials), log_file):
+    settings = repr({k: v for k, v in vars(drive.drive.auth).items() if k != "credentials"})
+    for text in (caplog.text, repr(drive), repr(drive.drive.auth.credentials), log_file, settings):
         assert "BEGIN PRIVATE KEY" not in text and SA_TOKEN not in text
         assert not any(line in text for line in _secret_lines(service_key))
 

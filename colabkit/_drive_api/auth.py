@@ -197,6 +197,9 @@ def _service_auth(service_config: dict, info: dict, origin: str) -> tuple[Google
             f"{origin} could not be loaded as a service-account key ({type(exc).__name__}). "
             "Create a new JSON key for the service account and use it."
         ) from None
+    # the credentials object now holds the key; no settings dict keeps a second copy
+    for config in (gauth.client_config, gauth.settings.get("service_config") or {}):
+        config.pop("client_json_dict", None)
     return gauth, str(info["client_email"])
 
 

@@ -28,7 +28,13 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from .. import _fsio
-from ..errors import ConfigError, DriveAPIError, DriveAPINotFoundError, HashMismatchError, UnsafeNameError
+from ..errors import (
+    ConfigError,
+    DriveAPIError,
+    DriveAPINotFoundError,
+    HashMismatchError,
+    UnsafeNameError,
+)
 from .config import ENV_ROOT, FOLDER_MIME, require_pydrive2
 from .errors import translate
 
@@ -288,7 +294,13 @@ class DriveClient:
         return self._folder_id(path, create=False)
 
     def find(self, path: str | os.PathLike) -> DriveFile | None:
-        """The file or folder at `path` ("a/b/c.pt"), or None.
+        """The file or folder at a Drive path, or None.
+
+        Args:
+            path: a path such as "ML2022/ckpt/model.pt", below the root folder.
+
+        Returns:
+            The item (the first one, if Drive holds several of that title), or None.
 
         Raises:
             ConfigError: the path contains '..'.
@@ -304,7 +316,13 @@ class DriveClient:
         return found[0] if found else None
 
     def list(self, folder: str | os.PathLike = "") -> list[DriveFile]:
-        """The files and folders directly inside the folder at path `folder`, by name.
+        """The files and folders directly inside a Drive folder, by name.
+
+        Args:
+            folder: the folder path ("" is the root folder).
+
+        Returns:
+            Its items, sorted by title.
 
         Raises:
             DriveAPINotFoundError: there is no such folder.
@@ -328,7 +346,13 @@ class DriveClient:
         return self._children(folder_id)
 
     def metadata(self, file_id: str) -> DriveFile:
-        """What Drive knows about the file with this id (name, size, md5).
+        """What Drive knows about the file or folder with this id.
+
+        Args:
+            file_id: the id (the part after /d/ or /folders/ in a share link).
+
+        Returns:
+            Its title, MIME type, size and md5.
 
         Raises:
             DriveAPINotFoundError: nothing has that id (for this account).
@@ -491,6 +515,9 @@ class DriveClient:
     def trash(self, file_id: str) -> None:
         """Move a file to Drive's trash (recoverable there for 30 days, still using quota).
 
+        Args:
+            file_id: the file's id.
+
         Raises:
             DriveAPIError: Drive refused (see its subclasses).
         """
@@ -501,6 +528,9 @@ class DriveClient:
 
     def delete(self, file_id: str) -> None:
         """Delete a file for good (files.delete): it skips the trash and frees its quota at once.
+
+        Args:
+            file_id: the file's id.
 
         Raises:
             DriveAPINotFoundError: nothing has that id (already deleted?).

@@ -3,8 +3,10 @@ script excepthook in real subprocesses."""
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
+from pathlib import Path
 import warnings
 
 import numpy as np
@@ -536,3 +538,63 @@ def test_hint_modules_form_layers_without_private_imports():
     from tests._drive_api_helpers import assert_layered
 
     assert_layered("colabkit._hints")
+
+
+# ------------------------------------------------------------------ rendered by a real browser
+
+CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
+                 if os.path.exists(p)), None)
+def _pixels(image) -> list[tuple[int, int, int]]:
+    data = image.tobytes()  # RGB
+    return [tuple(data[i:i + 3]) for i in range(0, len(data), 3)]
+
+
+# notebook CSS of the kind that restyles output (inline styles must win over it)
+HOSTILE_CSS = "div, p, b, span, pre, code { color: inherit; background: transparent; font-family: serif; }"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="needs headless Chromium")
+def test_hint_box_rendered_by_chromium_is_readable_on_light_and_dark_pages(tmp_path):
+    """Screenshots (kept in COLABKIT_SCREENSHOTS when set) of the box on a light and a dark page."""
+    import shutil
+    import subprocess
+
+    from PIL import Image
+
+    from colabkit._hints import rules
+
+    hint = explain(RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x784 and 512x10)"))
+    panels = {"light": ("#ffffff", "#000000", 0), "dark": ("#383838", "#d5d5d5", 460)}
+    body = "".join(
+        f"<div style='position:absolute;left:{x}px;top:0;width:450px;height:600px;background:{page};"
+        f"color:{ink}'><div style='padding:10px'>{hint._repr_html_()}</div></div>"
+        for page, ink, x in panels.values())
+    html_file = tmp_path / "hint.html"
+    html_file.write_text(f"<html><head><style>body{{margin:0}} {HOSTILE_CSS}</style></head><body>{body}</body></html>")
+    shot = tmp_path / "hint.png"
+    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    "--window-size=920,600", f"--screenshot={shot}", html_file.as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    if os.environ.get("COLABKIT_SCREENSHOTS"):
+        shutil.copy(shot, Path(os.environ["COLABKIT_SCREENSHOTS"]) / "hint-light-dark.png")
+    image = Image.open(shot).convert("RGB")
+    box = _color(rules.HTML_BACKGROUND)[:3]
+    border = _color(rules.HTML_BORDER)[:3]
+
+    def near(a, b, tolerance=3):
+        return all(abs(x - y) <= tolerance for x, y in zip(a, b))
+
+    for name, (page, _ink, x) in panels.items():
+        assert near(image.getpixel((x + 5, 5)), _color(page)[:3]), name  # the page around the box
+        top = 10 + 6  # the panel's padding, the box's margin
+        assert near(image.getpixel((x + 18, top + 3)), box), (name, image.getpixel((x + 18, top + 3)))  # opaque
+        bottom = top
+        while near(image.getpixel((x + 11, bottom + 1)), border):  # the border runs the box's height
+            bottom += 1
+        assert bottom > top + 80, name
+        interior = image.crop((x + 16, top, x + 440, bottom))
+        darkest = min(_pixels(interior), key=_luminance)
+        assert _contrast(darkest, box) >= 4.5, (name, darkest)
+        last_line = image.crop((x + 16, bottom - 16, x + 440, bottom))  # the small off-switch line
+        assert _contrast(min(_pixels(last_line), key=_luminance), box) >= 4.5, name

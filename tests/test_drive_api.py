@@ -455,3 +455,18 @@ def test_old_import_paths_still_work():
 
     assert CheckpointMirror is moved and callable(default_client) and callable(is_signed_in)
     assert parse_remote("drive:a/b/") == "a/b"
+
+
+@pytest.mark.parametrize("reply, error_type, ending", [
+    (error(400, "badRequest", "Invalid query"), DriveAPIError, "correct that and run this again."),
+    (error(401, "authError", "Invalid Credentials"), DriveAPIAuthError, "sign in again."),  # refresh refused
+    (error(403, "accessNotConfigured", "Drive API has not been used"), DriveAPIAuthError,
+     "Library → Google Drive API)."),
+])
+def test_http_errors_name_what_drive_said_and_end_with_the_fix(client, canned, reply, error_type, ending):
+    canned.add(reply)
+    with pytest.raises(error_type) as info:
+        client.list("")
+    message = str(info.value)
+    assert "while listing folder root" in message and message.endswith(ending), message
+    assert FAKE_TOKEN not in message

@@ -155,7 +155,7 @@ def _from_colab_secret(name: str, *, asked: bool) -> tuple[GoogleAuth, str] | No
     value, problem = _colab.secret(name)
     if value is None:
         why = {
-            _colab.SECRET_MISSING: f"there is no secret named {name!r} in Colab's Secrets panel",
+            _colab.SECRET_MISSING: f"there is no secret named {name!r} in Colab's Secrets panel (or it is empty)",
             _colab.SECRET_NO_ACCESS: f"this notebook has no access to the secret {name!r}",
             _colab.SECRET_TIMEOUT: f"Colab did not answer when asked for the secret {name!r}",
         }.get(problem, "Colab's Secrets panel (google.colab.userdata) is not available here")

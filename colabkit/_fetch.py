@@ -207,7 +207,14 @@ def url_file_name(url: str) -> str:
     """
     path = urllib.parse.urlsplit(url).path
     last = path.rsplit("/", 1)[-1]
-    return remote_name(urllib.parse.unquote(last, errors="strict"), "file name in the URL")
+    try:
+        decoded = urllib.parse.unquote(last, errors="strict")
+    except UnicodeDecodeError:
+        raise UnsafeNameError(
+            f"The file name in the URL {last!r} is not valid UTF-8 once decoded, so it cannot be used as "
+            "a file name. Pass output= with the file name you want (e.g. output='train.csv')."
+        ) from None
+    return remote_name(decoded, "file name in the URL")
 
 
 # --------------------------------------------------------------------------- destination
@@ -236,9 +243,11 @@ def resolve_output(output: str | os.PathLike | None, source: Source) -> Target:
     A trailing '/' (or an existing folder given as a path) means "into this
     folder, under the remote name"; a remote name is checked before any request.
     """
-    remote_default = url_file_name(source.url) if source.kind == "url" else None
+    def remote_default() -> str | None:
+        return url_file_name(source.url) if source.kind == "url" else None
+
     if output is None:
-        return Target(default_folder(), remote_default, True)
+        return Target(default_folder(), remote_default(), True)
     text = os.fspath(output)
     if not text.strip():
         raise ConfigError("output is empty. Give a file name like 'train.csv', a path, or leave it out.")
@@ -247,7 +256,7 @@ def resolve_output(output: str | os.PathLike | None, source: Source) -> Target:
     if bare:
         path = default_folder() / text
     if text.endswith(("/", os.sep)):
-        return Target(path, remote_default, True)
+        return Target(path, remote_default(), True)
     if path.is_dir():
         kind = "folder" if source.kind == "drive_folder" else "file"
         raise ConfigError(
@@ -753,10 +762,12 @@ def _download_with_gdown(
     import gdown
     import gdown.exceptions
 
-    for leftover in staging.iterdir():
-        # A complete file from an interrupted publish is re-downloaded rather than trusted;
-        # gdown's own .part files stay, so the transfer resumes where it stopped.
-        if not leftover.name.endswith(".part"):
+    # A complete file from an interrupted publish is re-downloaded rather than trusted;
+    # gdown's own .part files stay, so the transfer resumes where it stopped. (A folder's
+    # members share one staging folder: only this member's file is in question then.)
+    leftovers = [staging / name] if name else list(staging.iterdir())
+    for leftover in leftovers:
+        if (leftover.exists() or leftover.is_symlink()) and not leftover.name.endswith(".part"):
             _remove(leftover)
     output = str(staging / name) if name else str(staging) + os.sep
     attempt = 0

@@ -77,7 +77,7 @@ def project():
 ESCAPES = [
     "/dl/..%2Ftrain.py",          # overwrote the project's train.py on main
     "/dl/..%2F..%2Ftrain.py",
-    "/dl/%2Ftmp%2Fcolabkit-escape-probe",  # made an absolute path on main
+    "/dl/{absolute}",             # an absolute path (made one on main)
     "/dl/..",
     "/dl/%2e%2e",
     "/dl/.",
@@ -93,7 +93,10 @@ ESCAPES = [
 
 
 @pytest.mark.parametrize("path", ESCAPES)
-def test_a_url_name_that_is_not_one_safe_component_is_refused_before_any_request(server, project, path):
+def test_a_url_name_that_is_not_one_safe_component_is_refused_before_any_request(server, project, path, tmp_path):
+    probe = tmp_path / "outside" / "escape-probe"
+    probe.parent.mkdir()
+    path = path.format(absolute=urllib.parse.quote(str(probe), safe=""))
     server.state.custom["*"] = lambda handler: handler._send_body(b"owned\n", "", {})
     before = snapshot(project.root)
     with pytest.raises(errors.UnsafeNameError) as info:
@@ -102,7 +105,7 @@ def test_a_url_name_that_is_not_one_safe_component_is_refused_before_any_request
     assert isinstance(info.value, errors.ColabkitError)
     assert server.state.count() == 0
     assert snapshot(project.root) == before
-    assert not Path("/tmp/colabkit-escape-probe").exists()
+    assert list(probe.parent.iterdir()) == []
 
 
 def test_output_names_the_file_and_the_same_url_then_works(server, project):

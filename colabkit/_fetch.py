@@ -508,7 +508,8 @@ def _download_and_publish(source: Source, target: Target, manifest: Manifest,
     staging = _claim_staging(folder, _token(source, target.name))
     keep_partial = False
     try:
-        with progress(target.name or str(source), quiet=options.quiet, unit="B") as bar:
+        # the Drive API client draws its own bar (private=True)
+        with progress(target.name or str(source), quiet=options.quiet or options.private, unit="B") as bar:
             try:
                 staged, digests = _download(source, staging, target.name, algorithms=algorithms,
                                             options=options, budget=options.max_size, bar=bar)

@@ -91,3 +91,13 @@ def test_fetch_in_a_real_kernel_shows_no_warning_and_no_temp_path(server, tmp_pa
         assert mark not in text, (mark, text)
     assert len(text) < 4000, len(text)
     assert (tmp_path / "train.csv").read_bytes() == PAYLOAD
+
+
+def test_help_lists_every_parameter_of_fetch():
+    import inspect
+
+    doc = inspect.getdoc(colabkit.fetch)
+    args = doc.split("Args:", 1)[1].split("Returns:", 1)[0]
+    for name in inspect.signature(colabkit.fetch).parameters:
+        assert re.search(rf"^    {name}: ", args, re.MULTILINE), name
+    assert "Raises:" in doc and "UnsafeNameError" in doc and "DownloadTooLargeError" in doc

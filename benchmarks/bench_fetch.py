@@ -124,14 +124,14 @@ def _figures(root: Path, url: str, size: int, mib: float, rounds: int, fetch) ->
         notes.append("curl not installed: skipped")
     try:
         import pooch
-
-        contenders["pooch"] = lambda d: pooch.retrieve(url, known_hash=None, fname="big.bin", path=d,
-                                                       progressbar=False)
     except ImportError:
-        notes.append("pooch not installed (pip install 'colabkit-ml[bench]'): skipped")
+        notes.append("pooch not installed (pip install pooch): skipped")
+    else:
         import logging
 
         pooch.get_logger().setLevel(logging.WARNING)  # pooch logs every download at INFO
+        contenders["pooch"] = lambda d: pooch.retrieve(url, known_hash=None, fname="big.bin", path=d,
+                                                       progressbar=False)
     names = list(contenders)
     times: dict[str, list[float]] = {name: [] for name in names}
     for round_ in range(rounds):

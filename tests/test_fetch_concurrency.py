@@ -135,3 +135,32 @@ def test_a_superseded_copy_off_the_mount_is_simply_replaced(server):
         server.state.files["/w.bin"] = b"new" * 1000
         colabkit.fetch(server.url("/w.bin"), quiet=True)
         assert os.fstat(old_copy.fileno()).st_size == len(b"changed")  # no truncation needed off Drive
+
+
+HOLD_LOCK = r"""
+import sys, time
+from pathlib import Path
+from colabkit._fetch import _folder_lock, _Options
+
+with _folder_lock(Path(sys.argv[1]).absolute(), _Options(quiet=True, retries=0, timeout=1, max_size=1)):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_fetch_that_waits_past_its_deadline_gets_a_busy_error_naming_the_holder(server):
+    server.state.files["/a.bin"] = b"a"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(Path.cwd())], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        start = time.monotonic()
+        with pytest.raises(colabkit.errors.BusyError) as info:
+            colabkit.fetch(server.url("/a.bin"), deadline=1, quiet=True)
+        assert time.monotonic() - start < 5
+        message = str(info.value)
+        assert f"process {holder.pid}" in message and str(Path.cwd()) in message and "fetch again" in message
+        assert server.state.count() == 0
+    finally:
+        holder.kill()
+        holder.wait()
+    assert colabkit.fetch(server.url("/a.bin"), quiet=True).read_bytes() == b"a"  # free again

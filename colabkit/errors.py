@@ -20,7 +20,10 @@
     │   ├── NotPublicError                "Cannot retrieve the public link…"
     │   ├── HTTPStatusError               any other HTTP status
     │   ├── NetworkError                  connection failures after the retries
-    │   └── HashMismatchError             the data is not what the hash pins
+    │   │   └── DownloadTimeoutError      past fetch's total deadline
+    │   ├── HashMismatchError             the data is not what the hash pins
+    │   ├── DownloadTooLargeError         larger than fetch's max_size
+    │   └── UnexpectedPageError           an HTML page where a data file was expected
     ├── ArchiveError                      extracting an archive
     │   ├── UnsafeArchiveError            a member would escape the target
     │   └── ArchiveTooLargeError          past the size / member caps (bombs)
@@ -125,8 +128,20 @@ class NetworkError(DownloadError):
     """The connection failed, also after the retries."""
 
 
+class DownloadTimeoutError(NetworkError):
+    """The download ran past fetch's total deadline (e.g. a server that trickles bytes)."""
+
+
 class HashMismatchError(DownloadError):
     """The downloaded data does not match the pinned hash."""
+
+
+class DownloadTooLargeError(DownloadError):
+    """The download is (or announces itself as) larger than fetch's max_size."""
+
+
+class UnexpectedPageError(DownloadError):
+    """The server answered an HTML page where a data file was expected (no hash pinned)."""
 
 
 class ArchiveError(ColabkitError):

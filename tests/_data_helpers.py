@@ -15,6 +15,7 @@ import re
 import threading
 import urllib.parse
 from dataclasses import dataclass, field
+from typing import Any
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ORIGINAL_HOST = "X-Test-Original-Host"
@@ -65,6 +66,10 @@ class ServerState:
     folders: dict[str, tuple[str, list[str]]] = field(default_factory=dict)  # id -> (title, child ids)
     drops: dict[str, int] = field(default_factory=dict)  # path -> times left to drop mid-body
     statuses: dict[str, int] = field(default_factory=dict)  # path -> error status to answer
+    # path (or "*": any path) -> handler(request_handler) writing its own response: hostile servers (endless, trickling,
+    # lying about Content-Length); it runs in the server's thread and may block until `stop` is set
+    custom: dict[str, Any] = field(default_factory=dict)
+    stop: threading.Event = field(default_factory=threading.Event)
     requests: list[Recorded] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -88,6 +93,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.state.requests.append(Recorded(host, parts.path, query, dict(self.headers)))
         if host in GOOGLE_HOSTS:
             return self._drive(host, parts.path, query)
+        custom = self.state.custom.get(parts.path) or self.state.custom.get("*")
+        if custom is not None:
+            try:
+                custom(self)
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up, as it should
+                self.close_connection = True
+            return None
         status = self.state.statuses.get(parts.path)
         if status is not None:
             return self._send_page(status, f"<html><body>error {status}</body></html>")
@@ -197,13 +209,21 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(chunk)
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            super().handle_error(request, client_address)  # a client hanging up is what tests provoke
+
+
 class LocalServer:
     """A threaded HTTP server on 127.0.0.1 with its ServerState."""
 
     def __init__(self) -> None:
         self.state = ServerState()
         handler = type("Handler", (_Handler,), {"state": self.state})
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd = _QuietServer(("127.0.0.1", 0), handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -213,6 +233,7 @@ class LocalServer:
         return f"http://127.0.0.1:{self.port}{path}"
 
     def close(self) -> None:
+        self.state.stop.set()  # releases handlers that trickle or never end
         self.httpd.shutdown()
         self.httpd.server_close()
 

@@ -186,5 +186,4 @@ def flush_drive(timeout_ms: int = 24 * 60 * 60 * 1000) -> None:
             f"Flushing Drive failed ({exc}). Files written in the last minutes may be missing "
             "on Drive; keep the runtime alive a little longer and call colabkit.flush_drive() again."
         ) from exc
-    print("Drive flushed and unmounted; run colabkit.mount_drive() to keep working.")
     return None

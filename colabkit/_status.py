@@ -125,7 +125,8 @@ class Status:
             text = (f"none on Kaggle; {self.drive_path} is the persistent folder "
                     "(kept when the notebook is saved)")
         elif not self.drive_mounted:
-            text = "not mounted" if self.in_colab else f"no folder at {self.drive_path}"
+            text = ("not mounted" if self.in_colab else
+                    f"local folder standing in for Drive: {self.drive_path} (setup() creates it)")
         elif self.in_colab:
             text = f"mounted at {self.drive_path}"
         else:

@@ -114,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_usage(sys.stderr)
-        print(f"colabkit: error: a command is required; {USAGE_HINT}", file=sys.stderr)
+        names = [command.name for command in _commands.COMMANDS]
+        print(f"colabkit: error: a command is required ({', '.join(names[:-1])} or {names[-1]}); "
+              f"{USAGE_HINT}", file=sys.stderr)
         return 2
     try:
         return handler(args)

@@ -190,7 +190,7 @@ class Status:
         problems = "".join(
             f"<div style='color:{PROBLEM_TEXT};background:{PROBLEM_BACKGROUND};"
             f"border-left:4px solid {PROBLEM_BORDER};padding:3px 8px;margin:3px 0;"
-            f"text-align:left'>⚠ {html.escape(p)}</div>"
+            f"text-align:left'>⚠ {_code_spans(p)}</div>"
             for p in self.problems
         )
         return (
@@ -198,6 +198,16 @@ class Status:
             f"<table style='border-collapse:collapse;margin:0;width:auto'>{body}</table>"
             f"{problems}</div>"
         )
+
+
+def _code_spans(text: str) -> str:
+    """HTML for a sentence whose `backticked` parts are commands: escaped, commands in monospace."""
+    parts = html.escape(text).split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick: leave the text as it is
+        return html.escape(text)
+    code = ("<code style='font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;"
+            "font-size:0.95em;background:none;color:inherit;padding:0'>")
+    return "".join(f"{code}{part}</code>" if index % 2 else part for index, part in enumerate(parts))
 
 
 def _torch_text(report: Status) -> str:
@@ -391,22 +401,22 @@ def _listing(folder: Path, limit: int = 8) -> list[str]:
     return names[:limit] + (["…"] if len(names) > limit else [])
 
 
-def cpu_torch_fix(torch_version: str | None) -> str:
+def cpu_torch_fix(torch_version: str | None, host: str = "colab") -> str:
     """What to run when a GPU is there but the installed torch is a CPU-only build.
 
     `pip install torch` does nothing then (pip sees torch as installed): the
-    CUDA build comes from PyTorch's own index, or, in Colab, back from a restart
-    when the CPU build was installed in this session.
+    CUDA build comes from PyTorch's own index, or, in Colab and Kaggle, back
+    from a restart when a cell of this session installed the CPU build.
     """
     version = (torch_version or "").split("+")[0]
     pin = f"torch=={version}" if version else "torch"
-    return (
-        "in Colab, if a cell of this session installed another torch, Runtime → Restart "
-        "session brings back the preinstalled CUDA build; otherwise reinstall the CUDA build "
-        f"from PyTorch's index: `!pip install --force-reinstall {pin} --index-url "
-        f"{TORCH_INDEX_URL}cu126` (use the cu12x matching the CUDA Version `!nvidia-smi` shows, "
-        "e.g. cu121 for 12.1), then restart the session"
-    )
+    bang, smi = ("!", "`!nvidia-smi`") if host in ("colab", "kaggle") else ("", "`nvidia-smi`")
+    reinstall = (f"`{bang}pip install --force-reinstall {pin} --index-url {TORCH_INDEX_URL}cu126` "
+                 f"(the cu12x matching the CUDA Version {smi} shows, e.g. cu121 for 12.1)")
+    if host in ("colab", "kaggle"):
+        return (f"if a cell installed another torch, restart (Runtime → Restart session) to get the "
+                f"preinstalled CUDA build back; otherwise run {reinstall} and restart the session")
+    return f"install the CUDA build: {reinstall}"
 
 
 def _diagnose(report: Status) -> None:
@@ -420,8 +430,8 @@ def _diagnose(report: Status) -> None:
     if report.gpus and report.torch and not report.cuda_available:
         if report.torch_cuda is None:
             report.problems.append(
-                f"nvidia-smi sees a GPU but this torch ({report.torch}) is a CPU-only build. "
-                f"Fix: {cpu_torch_fix(report.torch)}."
+                f"nvidia-smi sees a GPU but this torch ({report.torch}) is a CPU-only build, so "
+                f"training would run on the CPU. Fix: {cpu_torch_fix(report.torch, report.runtime)}."
             )
         else:
             report.problems.append(

@@ -158,6 +158,13 @@ FETCH = Command(
                {"type": float, "default": 60}, param="timeout"),
         Option(("--private",), "a Drive file not shared publicly, through the Drive API "
                "(drive-api extra)", {"action": "store_true"}, param="private"),
+        # left out, fetch()'s own defaults apply (SUPPRESS: the keyword is not passed at all)
+        Option(("--deadline",), "seconds the whole download may take, retries included "
+               "(default 6 hours)", {"type": float, "default": argparse.SUPPRESS, "metavar": "SECONDS"},
+               param="deadline"),
+        Option(("--max-size",), "the most bytes accepted, e.g. 500M or 2G (default 50G)",
+               {"type": lambda text: parse_size(text), "default": argparse.SUPPRESS, "metavar": "SIZE"},
+               param="max_size"),
     ),
 )
 
@@ -186,8 +193,29 @@ COMMANDS: tuple[Command, ...] = (STATUS, SETUP, TEMPLATE, FETCH, STAGE)
 
 
 def api_kwargs(command: Command, args: argparse.Namespace) -> dict[str, Any]:
-    """The keyword arguments for the Python function behind `command`, from parsed `args`."""
-    return {opt.param: getattr(args, opt.dest) for opt in command.options if opt.param}
+    """The keyword arguments for the Python function behind `command`, from parsed `args`.
+
+    An option left out whose default is argparse.SUPPRESS is not passed, so the
+    function's own default applies.
+    """
+    return {opt.param: getattr(args, opt.dest) for opt in command.options
+            if opt.param and hasattr(args, opt.dest)}
+
+
+_SIZE_UNITS = {"": 1, "B": 1, "K": 2**10, "KB": 2**10, "KIB": 2**10, "M": 2**20, "MB": 2**20, "MIB": 2**20,
+               "G": 2**30, "GB": 2**30, "GIB": 2**30, "T": 2**40, "TB": 2**40, "TIB": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """A size a user types: bytes ("1048576") or with a binary unit ("500M", "2G", "1.5GiB")."""
+    import re
+
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).upper() if match else None
+    if not match or unit not in _SIZE_UNITS or float(match.group(1)) * _SIZE_UNITS[unit] < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a size; give bytes or a number with K, M, G or T, e.g. 500M or 2G")
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
 
 
 def option_strings(options: tuple[Option, ...]) -> Iterator[str]:

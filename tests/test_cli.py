@@ -162,3 +162,52 @@ def test_help_texts_are_literal_and_every_command_has_a_description():
         assert command.description.split()[0] in done.stdout
         assert len(command.description) > 60 and command.summary
     assert "%colab_setup" in cli("setup", "--help").stdout  # literal, as a user types it
+
+
+@pytest.mark.parametrize("text, size", [("1048576", 2**20), ("500M", 500 * 2**20), ("2G", 2 * 2**30),
+                                        ("1.5GiB", 3 * 2**29), ("10 kb", 10240)])
+def test_sizes_as_typed(text, size):
+    from colabkit._commands import parse_size
+
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["", "big", "5Q", "-1", "0", "1e9", "0.1"])
+def test_bad_sizes_are_usage_errors(text):
+    done = cli("fetch", "http://127.0.0.1:9/x", "--max-size", text)
+    assert done.returncode == 2 and "is not a size" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_max_size_and_deadline_reach_fetch(tmp_path):
+    """The table passes --max-size on as fetch(max_size=...): a 4 KiB body over a 1K limit is refused."""
+    import http.server
+    import inspect
+    import threading
+
+    from colabkit._fetch import fetch
+
+    if not {"max_size", "deadline"} <= set(inspect.signature(fetch).parameters):
+        pytest.skip("this branch's fetch() has no max_size/deadline yet (they land with the fetch work)")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"x" * 4096
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/data.bin"
+        done = cli("fetch", url, "-o", str(tmp_path / "data.bin"), "--max-size", "1K", "--deadline", "60", "-q")
+        assert done.returncode == 1 and done.stderr.startswith("colabkit: error:"), done.stderr
+        assert not (tmp_path / "data.bin").exists()
+        ok = cli("fetch", url, "-o", str(tmp_path / "data.bin"), "--max-size", "8K", "-q")
+        assert ok.returncode == 0 and ok.stdout.strip() == str(tmp_path / "data.bin"), ok.stderr
+    finally:
+        server.shutdown()

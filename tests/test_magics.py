@@ -121,6 +121,8 @@ def check_magics(results: dict, isolated_env) -> None:
     assert "UsageError" in results["bad argument"]["out"] and "Traceback" not in results["bad argument"]["out"]
     assert results["status"]["ok"] and '"in_colab": false' in results["status"]["out"]
     assert "--no-mount" in results["doc"]
+    assert results["help"]["ok"] and "--no-chdir" in results["help"]["out"] and "UsageError" not in results["help"]["out"]
+    assert results["fetch help"]["ok"] and "--retries" in results["fetch help"]["out"]
 
 
 def test_magics_in_a_fresh_current_ipython(isolated_env):

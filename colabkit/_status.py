@@ -327,7 +327,9 @@ def _torch_facts(report: Status) -> None:
     try:
         import torch
     except ImportError:
-        report.problems.append("torch is not installed: pip install torch")
+        bang = "!" if report.runtime in ("colab", "kaggle") else ""
+        report.problems.append(f"torch is not installed. Fix: `{bang}pip install torch` (elsewhere than "
+                               "Colab or Kaggle, the build for your machine from pytorch.org).")
         return
     except Exception as exc:  # a broken install must not break the report
         report.problems.append(f"torch failed to import: {exc}")

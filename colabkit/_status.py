@@ -172,7 +172,7 @@ class Status:
         rows = self._rows()
         width = max(len(key) for key, _ in rows)
         lines = [f"{key:<{width}}  {value}" for key, value in rows]
-        lines += [f"! {problem}" for problem in self.problems]
+        lines += [f"Problem: {problem}" for problem in self.problems]
         return "\n".join(lines)
 
     def _repr_pretty_(self, printer, cycle: bool) -> None:  # IPython's text display

@@ -68,7 +68,7 @@ def _show_setup(self, args: argparse.Namespace) -> None:
     report = status()
     print(report.summary() + "  (%colab_status for the full report)")
     for problem in report.problems:
-        print(f"! {problem}")
+        print(f"Problem: {problem}")
     return None
 
 

@@ -88,7 +88,7 @@ def test_rendered_in_colab_light_dark_and_jupyter(tmp_path):
     results = render.render(tmp_path)
     assert results.pop("tables_after_setup") == 1  # %colab_setup + %colab_status: one table
     assert "%colab_status for the full report" in results.pop("setup_text")
-    assert set(results) == {"colab-light", "colab-dark", "jupyter"}
+    assert set(results) == {"colab-light", "colab-dark", "jupyter", "jupyter-dark"}
     for theme, measured in results.items():
         assert measured["table_left"] <= 17, theme  # at the cell's left edge, not centered
         assert len(measured["rows"]) >= 6

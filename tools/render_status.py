@@ -7,7 +7,7 @@ the tests' stand-in for google.colab; before the setup Drive is not mounted, so
 the report shows a GPU row and two problems. Its text/html output is placed in pages styled like Colab's light
 theme, Colab's dark theme (#383838 output background) and plain Jupyter
 (JupyterLab's and the classic notebook's table CSS, which right-aligns cells and
-centers tables), each rendered by headless Chromium:
+centers tables), in its light and dark theme, each rendered by headless Chromium:
 
 - a screenshot per theme (PNG, to look at);
 - measurements taken by the browser itself (--dump-dom after a script ran):
@@ -43,14 +43,18 @@ JUPYTER_TABLE_CSS = """
 .rendered_html td, .rendered_html th, .rendered_html tr { text-align: right; vertical-align: middle;
   padding: 0.5em 0.5em; line-height: normal; white-space: normal; max-width: none; border: none; }
 .jp-RenderedHTMLCommon th, .rendered_html th { font-weight: bold; }
-.jp-RenderedHTMLCommon tbody tr:nth-child(odd), .rendered_html tbody tr:nth-child(odd) { background: #f5f5f5; }
+.jp-RenderedHTMLCommon tbody tr:nth-child(odd), .rendered_html tbody tr:nth-child(odd) { background: var(--stripe); }
 .jp-RenderedHTMLCommon ul, .rendered_html ul { margin: 1em 2em; }
 """
 THEMES = {
     # name: (page background, text color, extra CSS, wrapper classes)
     "colab-light": ("#ffffff", "#212121", "", "output_subarea output_html"),
     "colab-dark": ("#383838", "#d5d5d5", "", "output_subarea output_html"),
-    "jupyter": ("#ffffff", "rgba(0,0,0,0.87)", JUPYTER_TABLE_CSS, "jp-RenderedHTMLCommon rendered_html"),
+    "jupyter": ("#ffffff", "rgba(0,0,0,0.87)", ":root { --stripe: #f5f5f5; }" + JUPYTER_TABLE_CSS,
+                "jp-RenderedHTMLCommon rendered_html"),
+    # JupyterLab's dark theme: --jp-layout-color0 #111111, --jp-ui-font-color1 rgba(255,255,255,0.87)
+    "jupyter-dark": ("#111111", "rgba(255,255,255,0.87)", ":root { --stripe: #212121; }" + JUPYTER_TABLE_CSS,
+                     "jp-RenderedHTMLCommon rendered_html"),
 }
 MEASURE_JS = """
 <script>

@@ -1,4 +1,4 @@
-"""Mount and flush Google Drive; outside Colab, a local folder stands in."""
+"""Mount and flush Google Drive; on Kaggle /kaggle/working, locally a folder stands in."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import os
 from pathlib import Path
 
 from . import _colab, _runtime
+from ._fsio import os_error_advice
 from .errors import (
+    DriveError,
     DriveNotMountedError,
     MountError,
     MountpointNotEmptyError,
@@ -24,13 +26,30 @@ _NOT_IN_NOTEBOOK = (
 def mount_drive(force_remount: bool = False, timeout_ms: int = 120000, readonly: bool = False) -> Path:
     """Mount Google Drive (in Colab) and return the MyDrive folder.
 
-    Idempotent: an existing mount is reused without a second prompt. Outside
-    Colab the local stand-in (COLABKIT_DRIVE_DIR) is created and returned.
+    Idempotent: an existing mount is reused without a second prompt, so
+    rerunning the cell is safe. On Kaggle there is no Drive: the folder Kaggle
+    keeps when the notebook is saved (/kaggle/working) is returned. Elsewhere
+    the local stand-in (COLABKIT_DRIVE_DIR, default ~/colabkit-drive) is
+    created and returned, so the same notebook runs on a laptop.
+
+    Args:
+        force_remount: unmount and mount again (after "Transport endpoint is
+            not connected"); the working directory is moved out of Drive first.
+        timeout_ms: how long google.colab waits for the mount.
+        readonly: mount Drive read-only.
+
+    Returns:
+        The MyDrive folder (or its stand-in).
+
+    Raises:
+        NotInNotebookError: called from a `!python` subprocess with no mount to reuse.
+        MountError: Drive could not be mounted (timeout, files at the mountpoint, ...).
+        DriveError: the local stand-in (COLABKIT_DRIVE_DIR) cannot be created.
     """
-    if not _runtime.in_colab():
-        folder = _runtime.local_drive_dir()
-        folder.mkdir(parents=True, exist_ok=True)
-        return folder
+    host = _runtime.runtime()
+    if host != "colab":
+        folder = _runtime.kaggle_working_dir() if host == "kaggle" else _runtime.local_drive_dir()
+        return _ensure_folder(folder, host)
 
     mydrive = _runtime.colab_drive_dir()
     if mydrive.is_dir() and not force_remount:
@@ -42,6 +61,26 @@ def mount_drive(force_remount: bool = False, timeout_ms: int = 120000, readonly:
     if force_remount:
         _leave_drive()
     return _mount(timeout_ms=timeout_ms, force_remount=force_remount, readonly=readonly)
+
+
+def _ensure_folder(folder: Path, host: str) -> Path:
+    """Create the folder standing in for MyDrive, or say in one line why it cannot be."""
+    what = ("the Kaggle working folder" if host == "kaggle"
+            else "COLABKIT_DRIVE_DIR, the local folder standing in for Drive,")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        cause, fix = os_error_advice(exc)
+        raise DriveError(
+            f"Could not use {folder} as {what} because {cause} ({exc.strerror or exc}). "
+            f"To fix: set COLABKIT_DRIVE_DIR to a folder you can write to, or {fix}."
+        ) from exc
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DriveError(
+            f"{folder} ({what}) is not writable. To fix: set COLABKIT_DRIVE_DIR to a folder "
+            "you can write to, or fix its permissions."
+        )
+    return folder
 
 
 def _leave_drive() -> None:
@@ -98,7 +137,15 @@ def _translate_mount_error(exc: ValueError, timeout_ms: int) -> MountError:
 
 
 def require_drive() -> Path:
-    """MyDrive for a process that cannot mount: the existing mount or a clear error."""
+    """MyDrive for a process that cannot mount: the existing mount or a clear error.
+
+    Returns:
+        The MyDrive folder (on Kaggle /kaggle/working, locally the stand-in).
+
+    Raises:
+        DriveNotMountedError: in Colab, Drive is not mounted.
+        DriveError: the local stand-in cannot be created.
+    """
     if not _runtime.in_colab():
         return mount_drive()
     mydrive = _runtime.colab_drive_dir()
@@ -110,15 +157,27 @@ def require_drive() -> Path:
     )
 
 
-def flush_drive(timeout_ms: int = 24 * 60 * 60 * 1000) -> bool:
-    """Push pending writes to Drive and unmount (Colab); returns True when it flushed.
+def flush_drive(timeout_ms: int = 24 * 60 * 60 * 1000) -> None:
+    """Push pending writes to Drive and unmount it (Colab), so nothing is lost at the end.
 
     Drive syncs in the background: files written just before a runtime ends can
-    be missing on Drive unless flushed. Outside Colab there is nothing to flush.
+    be missing on Drive unless flushed. Run it as the last cell of a session;
+    mount again with mount_drive() to keep working. On Kaggle and locally there
+    is nothing to flush and it says so. It returns None, so a notebook cell
+    shows only its message.
+
+    Args:
+        timeout_ms: how long to wait for the upload to finish.
+
+    Raises:
+        MountError: google.colab could not flush (files may be missing on Drive).
     """
-    if not _runtime.in_colab():
-        print(f"Not in Colab: {_runtime.local_drive_dir()} is a local folder, nothing to flush.")
-        return False
+    host = _runtime.runtime()
+    if host != "colab":
+        where = ("/kaggle/working is saved with the notebook (Save Version)" if host == "kaggle"
+                 else f"{_runtime.local_drive_dir()} is a local folder standing in for Drive")
+        print(f"Not in Colab: {where}; nothing to flush.")
+        return None
     _leave_drive()
     try:
         _colab.drive().flush_and_unmount(timeout_ms=timeout_ms)
@@ -127,4 +186,4 @@ def flush_drive(timeout_ms: int = 24 * 60 * 60 * 1000) -> bool:
             f"Flushing Drive failed ({exc}). Files written in the last minutes may be missing "
             "on Drive; keep the runtime alive a little longer and call colabkit.flush_drive() again."
         ) from exc
-    return True
+    return None

@@ -1,17 +1,26 @@
 """The `colabkit` console script: the same functions as the Python API.
 
-Errors a user can cause exit non-zero with one clear line, not a traceback.
+Its sub-commands and their options come from `_commands.COMMANDS`, the table
+the magics are built from too. stdout carries only the result (a path, or the
+report for `status`), so `$(colabkit fetch ...)` works in a shell; progress and
+reports go to stderr. Every error a user can cause, including any OSError, is
+one line `colabkit: error: ...` ending with the fix, and a non-zero exit.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from typing import Callable
 
+from . import _commands
+from ._fsio import os_error_message
 from ._version import __version__
 from .errors import ColabkitError
+
+USAGE_HINT = "run `colabkit --help` for the commands, `colabkit COMMAND --help` for one"
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -19,6 +28,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     report = status()
     print(json.dumps(report.to_dict(), indent=2) if args.json else report)
+    if args.check and report.problems:
+        print(f"colabkit: status lists {len(report.problems)} problem(s); fix them, then run "
+              "`colabkit status --check` again", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -26,7 +39,11 @@ def _cmd_setup(args: argparse.Namespace) -> int:
     from ._project import setup
 
     # A console script runs outside any notebook: it can use, never make, a mount.
-    project = setup(args.project, mount=False, chdir=False, quiet=True)
+    project = setup(**_commands.api_kwargs(_commands.SETUP, args), mount=False, chdir=False, quiet=True)
+    if args.template:
+        from ._template import copy_template
+
+        print(copy_template(project.root), file=sys.stderr)
     print(project.root)
     return 0
 
@@ -34,17 +51,14 @@ def _cmd_setup(args: argparse.Namespace) -> int:
 def _cmd_template(args: argparse.Namespace) -> int:
     from ._template import copy_template
 
-    print(copy_template(args.dest))
+    report = copy_template(**_commands.api_kwargs(_commands.TEMPLATE, args))
+    print(report, file=sys.stderr)
+    print(report.destination)
     return 0
 
 
 def _print_path(produce: Callable[[], object]) -> int:
-    """Run `produce` with its progress and notes sent to stderr, then print the path it returns.
-
-    stdout is then just the path, so `$(colabkit fetch ...)` works in a shell.
-    """
-    import contextlib
-
+    """Run `produce` with its progress and notes sent to stderr, then print the path it returns."""
     with contextlib.redirect_stdout(sys.stderr):
         path = produce()
     print(path)
@@ -54,95 +68,66 @@ def _print_path(produce: Callable[[], object]) -> int:
 def _cmd_fetch(args: argparse.Namespace) -> int:
     from ._fetch import fetch
 
-    return _print_path(lambda: fetch(
-        args.source, args.output, hash=args.hash, extract=args.extract, verify=args.verify,
-        quiet=args.quiet, retries=args.retries, timeout=args.timeout, private=args.private,
-    ))
+    return _print_path(lambda: fetch(**_commands.api_kwargs(_commands.FETCH, args)))
 
 
 def _cmd_stage(args: argparse.Namespace) -> int:
     from ._stage import stage
 
-    return _print_path(lambda: stage(args.src, args.dest, workers=args.workers, extract=args.extract,
-                                     quiet=args.quiet))
+    return _print_path(lambda: stage(**_commands.api_kwargs(_commands.STAGE, args)))
+
+
+HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "status": _cmd_status,
+    "setup": _cmd_setup,
+    "template": _cmd_template,
+    "fetch": _cmd_fetch,
+    "stage": _cmd_stage,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of `colabkit`, one sub-command per entry of the command table."""
     parser = argparse.ArgumentParser(
         prog="colabkit",
-        description="Drive folders, datasets, status and checkpoints for PyTorch in Colab.",
+        description="Drive folders, datasets, status and checkpoints for PyTorch in Colab and Kaggle.",
+        epilog=USAGE_HINT[0].upper() + USAGE_HINT[1:] + ".",
     )
     parser.add_argument("--version", action="version", version=f"colabkit {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    status = commands.add_parser("status", help="GPU, torch, Drive, disk and RAM report")
-    status.add_argument("--json", action="store_true", help="machine-readable output")
-    status.set_defaults(handler=_cmd_status)
-
-    setup = commands.add_parser(
-        "setup",
-        help="create MyDrive/PROJECT and its folders; prints the path",
-        description="Create the project folders. A script cannot mount Drive: in Colab, "
-        "mount it from a notebook cell first (%%colab_setup or colabkit.mount_drive()).",
-    )
-    setup.add_argument("project", help="project folder under MyDrive, e.g. ML2022")
-    setup.set_defaults(handler=_cmd_setup)
-
-    template = commands.add_parser(
-        "template",
-        help="copy train.py, the Colab notebook and the bundled data into DEST",
-        description="Copy the training template (train.py), colab_quickstart.ipynb and data/ "
-        "into DEST (default: the active project, else the current folder). Files you already "
-        "have are never overwritten.",
-    )
-    template.add_argument("dest", nargs="?", help="destination folder")
-    template.set_defaults(handler=_cmd_template)
-
-    fetch = commands.add_parser(
-        "fetch",
-        help="download a Drive file/folder or URL once, verified; prints the path",
-        description="Download into the active project's data/ folder (else the working directory), "
-        "check the hash, and reuse the file next time without a request.",
-    )
-    fetch.add_argument("source", help="Drive file id, Drive share or folder link, or http(s) URL")
-    fetch.add_argument("-o", "--output", default=None, help="file name or path")
-    fetch.add_argument("--hash", default=None, help="sha256:... (or sha1:..., md5:...) the file must match")
-    fetch.add_argument("--extract", action="store_true", help="extract the archive; prints the folder")
-    fetch.add_argument("--verify", action="store_true", help="re-hash a cached file instead of trusting its stamp")
-    fetch.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
-    fetch.add_argument("--retries", type=int, default=3, help="retries after a network failure (default 3)")
-    fetch.add_argument("--timeout", type=float, default=60, help="seconds to wait for the server (default 60)")
-    fetch.add_argument("--private", action="store_true",
-                       help="a Drive file not shared publicly, through the Drive API (drive-api extra)")
-    fetch.set_defaults(handler=_cmd_fetch)
-
-    stage = commands.add_parser(
-        "stage",
-        help="copy a file or folder from Drive to the local disk; prints the local path",
-        description="Copy to COLABKIT_CACHE_DIR/staged/<name> (or DEST), skipping files already "
-        "there with the same size and mtime.",
-    )
-    stage.add_argument("src", help="file or folder to copy (typically under /content/drive/MyDrive)")
-    stage.add_argument("dest", nargs="?", default=None, help="where the copy goes")
-    stage.add_argument("--workers", type=int, default=None,
-                       help="copying threads (default: 8 for a source on the Drive mount, 1 on a local disk)")
-    stage.add_argument("--extract", action="store_true", help="extract the staged archive; prints the folder")
-    stage.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
-    stage.set_defaults(handler=_cmd_stage)
+    for command in _commands.COMMANDS:
+        sub = commands.add_parser(command.name, help=command.summary, description=command.description)
+        for option in command.cli_options():
+            option.add_to(sub)
+        sub.set_defaults(handler=HANDLERS[command.name], table_entry=command)
     return parser
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run `colabkit ARGS`; returns the exit status (2 for a usage error, 1 for a failure)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
     if handler is None:
-        parser.print_help()
+        parser.print_usage(sys.stderr)
+        names = [command.name for command in _commands.COMMANDS]
+        print(f"colabkit: error: a command is required ({', '.join(names[:-1])} or {names[-1]}); "
+              f"{USAGE_HINT}", file=sys.stderr)
         return 2
     try:
         return handler(args)
     except ColabkitError as exc:
-        print(f"colabkit: error: {exc}", file=sys.stderr)
+        print(f"colabkit: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        command: _commands.Command = args.table_entry
+        target = exc.filename or "the path"
+        print(f"colabkit: error: {_one_line(os_error_message(exc, command.action, target))}",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("colabkit: interrupted", file=sys.stderr)

@@ -27,5 +27,7 @@ cell("setup", "%colab_setup ML2022")
 results["cwd"] = os.getcwd()
 cell("bad argument", "%colab_setup ML2022 --frobnicate")
 cell("status", "%colab_status --json")
+cell("help", "%colab_setup -h")
+cell("fetch help", "%fetch --help")
 results["doc"] = shell.find_line_magic("colab_setup").__doc__
 json.dump(results, sys.__stdout__)

@@ -82,7 +82,7 @@ def test_status_report_locally(fake_nvidia_smi, isolated_env):
     # CPU-only torch with a GPU present: the report says why the GPU is unused
     assert any("CPU-only build" in p for p in report.problems)
     html = report._repr_html_()
-    assert "<table>" in html and "Tesla T4" in html
+    assert "<table" in html and "Tesla T4" in html
     data = report.to_dict()
     assert data["gpus"][0]["memory_total_mib"] == 15360
     json.dumps(data)  # plain data only
@@ -126,3 +126,36 @@ def test_device_cuda_missing_locally():
 def test_device_unknown_name():
     with pytest.raises(ValueError, match="not a device torch knows"):
         colabkit.device("tpu-ish")
+
+
+def test_cpu_torch_beside_a_gpu_gets_the_real_fix(fake_colab, fake_nvidia_smi):
+    """`pip install torch` does nothing when a CPU torch is installed; the fix is a restart or the CUDA index."""
+    fake_nvidia_smi(ONE_GPU)
+    [problem] = [p for p in colabkit.status().problems if "CPU-only build" in p]
+    assert "Runtime → Restart session" in problem
+    assert "`!pip install --force-reinstall torch==" in problem  # a cell command carries its `!`
+    assert "--index-url https://download.pytorch.org/whl/cu12" in problem
+    assert "`pip install torch`" not in problem and "restores the preinstalled" not in problem
+
+
+def test_cpu_torch_fix_locally_is_a_shell_command(fake_nvidia_smi):
+    fake_nvidia_smi(ONE_GPU)
+    [problem] = [p for p in colabkit.status().problems if "CPU-only build" in p]
+    assert "`pip install --force-reinstall" in problem and "!pip" not in problem and "Runtime →" not in problem
+
+
+def test_local_status_names_the_stand_in_not_a_mount(isolated_env):
+    colabkit.mount_drive()
+    text = str(colabkit.status())
+    drive_line = next(line for line in text.splitlines() if line.startswith("Drive"))
+    assert "local folder standing in for Drive" in drive_line and "mounted" not in drive_line
+
+
+def test_every_command_in_a_problem_carries_its_cell_prefix(fake_colab, fake_nvidia_smi):
+    import re
+
+    fake_nvidia_smi(ONE_GPU)
+    for problem in colabkit.status().problems:
+        for command in re.findall(r"`([^`]*)`", problem):
+            if command.split()[0] in ("pip", "python", "nvidia-smi", "colab_setup", "colab_status"):
+                pytest.fail(f"{command!r} lacks its ! or %: {problem}")

@@ -25,8 +25,38 @@ def test_local_stand_in_is_created(isolated_env):
 
 
 def test_flush_outside_colab_says_nothing_to_flush(capsys):
-    assert colabkit.flush_drive() is False
-    assert "nothing to flush" in capsys.readouterr().out
+    assert colabkit.flush_drive() is None  # nothing echoed as a last cell's value
+    out = capsys.readouterr().out
+    assert "nothing to flush" in out and "local folder standing in for Drive" in out
+
+
+def test_flush_as_the_last_cell_echoes_nothing(ipython_shell, capsys):
+    result = ipython_shell.run_cell("import colabkit\ncolabkit.flush_drive()")
+    assert result.success and result.result is None
+    assert "Out[" not in capsys.readouterr().out
+
+
+def test_a_file_as_drive_stand_in_is_a_drive_error(isolated_env, monkeypatch):
+    from colabkit.errors import DriveError
+
+    standin = isolated_env / "drive-file"
+    standin.write_text("mine")
+    monkeypatch.setenv("COLABKIT_DRIVE_DIR", str(standin))
+    with pytest.raises(DriveError, match="COLABKIT_DRIVE_DIR.*To fix:"):
+        colabkit.setup("ML2022")
+    monkeypatch.setenv("COLABKIT_DRIVE_DIR", str(standin / "below"))
+    with pytest.raises(DriveError, match="not a folder"):
+        colabkit.mount_drive()
+    assert standin.read_text() == "mine"
+
+
+def test_an_uncreatable_drive_stand_in_is_a_drive_error(monkeypatch):
+    from colabkit.errors import DriveError
+
+    # root may write anywhere a permission bit guards; /proc refuses every new entry
+    monkeypatch.setenv("COLABKIT_DRIVE_DIR", "/proc/colabkit-drive")
+    with pytest.raises(DriveError, match="/proc/colabkit-drive.*To fix:"):
+        colabkit.setup("ML2022", chdir=False)
 
 
 def test_mount_in_colab(fake_colab, ipython_shell):
@@ -114,6 +144,6 @@ def test_require_drive_without_mount(fake_colab):
 def test_flush_in_colab(fake_colab, ipython_shell):
     mydrive = colabkit.mount_drive()
     os.chdir(mydrive)
-    assert colabkit.flush_drive() is True
+    assert colabkit.flush_drive() is None
     [call] = fake_colab.calls("flush_and_unmount")
     assert not call["cwd"].startswith(str(fake_colab.mountpoint))

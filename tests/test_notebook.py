@@ -39,6 +39,8 @@ def test_quickstart_cells_in_a_real_kernel(fake_colab, isolated_env):
     assert all((project / sub).is_dir() for sub in ("data", "checkpoints", "outputs", "logs"))
     assert len(fake_colab.calls("mount")) == 1
     setup_out = outputs_text(notebook.cells[1])
-    assert "Project 'ML2022' ready" in setup_out and "<table>" in setup_out
+    # issue 12: the status shows once: a summary line after setup, the table from %colab_status
+    assert "Project 'ML2022' ready" in setup_out and "%colab_status for the full report" in setup_out
+    assert "<table" not in setup_out and outputs_text(notebook.cells[2]).count("<table") == 1
     assert "Change runtime type" in outputs_text(notebook.cells[2])  # no GPU in the fake VM
     assert outputs_text(notebook.cells[3]).strip() == str(project)

@@ -87,3 +87,68 @@ def test_subprocess_inherits_the_active_project(isolated_env):
 
 def test_no_active_project_by_default():
     assert active_project() is None
+
+
+@pytest.mark.parametrize("name", [
+    "a$b", "semi;colon", "amp&", "pipe|", "back`tick", "it's", 'say"hi"', "trailing.", "trailing ",
+    "ML2022/HW1.", "ML2022/ HW1", "tab\there", "new\nline", "nul\x00", "esc\x1b[31m",
+    "zero\u200bwidth", "bidi\u202eevil", "iso\u2066late", "bom\ufeff", "soft\u00adhyphen",
+    "line\u2028sep", "a" * 256, "ML2022/" + "é" * 128,
+])
+def test_names_that_break_shells_or_drive_are_refused(name, isolated_env):
+    with pytest.raises(ProjectNameError, match="Use a name like"):
+        colabkit.setup(name, chdir=False)
+    assert not (isolated_env / "drive").exists() or not any((isolated_env / "drive").iterdir())
+
+
+@pytest.mark.parametrize("name", ["ML2022", "ML 2022", "ML2022/HW1", "v1.2-final_run", "深度学习", "a" * 255,
+                                  "Übung (2)", "50%", "x+y=z", "#1", "@home"])
+def test_ordinary_names_are_accepted(name, isolated_env):
+    project = colabkit.setup(name, chdir=False, quiet=True)
+    assert project.root == (isolated_env / "drive").joinpath(*name.split("/"))
+    assert project.root.is_dir()
+
+
+def test_readme_states_the_rule_the_code_applies():
+    from colabkit._project import FORBIDDEN_CHARS
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("Nested\nproject names") if "Nested\nproject names" in readme
+                     else readme.index("Project names"):][:1500]
+    for ch in FORBIDDEN_CHARS:
+        assert f"`{ch}`" in section or f"`` {ch} ``" in section, ch
+    for words in ("control characters", "zero-width", "trailing dot", "255 bytes"):
+        assert words in section, words
+
+
+def test_every_accepted_name_stays_inside_mydrive_and_round_trips(isolated_env):
+    from hypothesis import HealthCheck, given, settings, strategies as st
+
+    from colabkit._project import name_problem
+
+    mydrive = colabkit.mount_drive()
+    part = st.text(st.characters(), min_size=1, max_size=12)
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.lists(part, min_size=1, max_size=3).map("/".join) | st.text(max_size=20))
+    def check(name):
+        if name_problem(name) is not None:
+            with pytest.raises(ProjectNameError):
+                colabkit.setup(name, chdir=False, quiet=True)
+            return
+        project = colabkit.setup(name, chdir=False, quiet=True)
+        real = Path(os.path.realpath(project.root))
+        assert real.is_relative_to(os.path.realpath(mydrive)) and real != Path(os.path.realpath(mydrive))
+        assert project.root.relative_to(mydrive).as_posix() == name  # the folder has exactly that name
+        assert os.path.basename(name) in os.listdir(project.root.parent)
+
+    check()
+
+
+def test_folders_follow_subdirs(isolated_env):
+    project = colabkit.setup("ML2022", subdirs=("data", "models", "runs"), chdir=False, quiet=True)
+    assert project.folders == {name: project.root / name for name in ("data", "models", "runs")}
+    assert project.models == project.root / "models" and project.runs.is_dir()
+    with pytest.raises(AttributeError, match="its folders are data, models, runs"):
+        project.weights
+    assert project.checkpoints == project.root / "checkpoints"  # where CheckpointManager writes

@@ -41,9 +41,35 @@ def test_override_wins(monkeypatch, value, expected):
 
 
 def test_bad_override_is_a_clear_error(monkeypatch):
-    monkeypatch.setenv("COLABKIT_RUNTIME", "kaggle")
-    with pytest.raises(ConfigError, match="'colab' or 'local'"):
+    monkeypatch.setenv("COLABKIT_RUNTIME", "colob")
+    with pytest.raises(ConfigError, match="'colab', 'kaggle' or 'local'"):
         runtime.in_colab()
+
+
+@pytest.mark.parametrize("how", ["run type", "working folder", "override"])
+def test_kaggle_detected(monkeypatch, tmp_path, how):
+    monkeypatch.setenv("COLABKIT_KAGGLE_DIR", str(tmp_path / "kaggle"))
+    assert runtime.runtime() == "local"
+    if how == "run type":
+        monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
+    elif how == "working folder":
+        (tmp_path / "kaggle" / "working").mkdir(parents=True)
+    else:
+        monkeypatch.setenv("COLABKIT_RUNTIME", "kaggle")
+    assert runtime.runtime() == "kaggle" and runtime.in_kaggle() and not runtime.in_colab()
+    assert runtime.drive_dir() == tmp_path / "kaggle" / "working"
+    assert runtime.kaggle_input_dir() == tmp_path / "kaggle" / "input"
+
+
+def test_colab_wins_over_kaggle_signs(monkeypatch):
+    monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
+    monkeypatch.setenv("COLAB_RELEASE_TAG", "x")
+    assert runtime.runtime() == "colab"
+
+
+def test_kaggle_root_defaults_to_slash_kaggle(monkeypatch):
+    monkeypatch.delenv("COLABKIT_KAGGLE_DIR", raising=False)
+    assert runtime.kaggle_working_dir() == Path("/kaggle/working")
 
 
 def test_paths_follow_the_environment(monkeypatch, tmp_path):

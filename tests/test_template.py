@@ -80,12 +80,13 @@ def test_cli_template_in_a_subprocess(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert (dest / "train.py").is_file() and (dest / "colab_quickstart.ipynb").is_file()
-    assert "copied     data/diabetes.train.csv" in done.stdout
+    # issue 12: stdout is only the destination; the report goes to stderr
+    assert done.stdout == f"{dest}\n" and "copied     data/diabetes.train.csv" in done.stderr
     (dest / "train.py").write_text("# edited\n")
     again = subprocess.run([sys.executable, "-m", "colabkit", "template", str(dest)],
                            capture_output=True, text=True, timeout=60)
     assert again.returncode == 0, again.stderr
-    assert "kept       train.py" in again.stdout
+    assert "kept       train.py" in again.stderr
     assert (dest / "train.py").read_text() == "# edited\n"
 
 

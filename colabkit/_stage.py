@@ -424,6 +424,8 @@ def _plan(source: str, target: str, real_root: str, *, target_there: bool) -> _P
     followed); stale temps of dead runs are retired.
     """
     plan = _Plan()
+    todo, skipped = plan.todo, plan.skipped
+    files = size = 0  # locals, not plan's attributes, in the per-file loop
     stack = [(source, target, target_there)]
     while stack:
         src_dir, dst_dir, dst_there = stack.pop()
@@ -435,29 +437,31 @@ def _plan(source: str, target: str, real_root: str, *, target_there: bool) -> _P
                 with os.scandir(src_fd) as entries:
                     for entry in entries:
                         name = entry.name
-                        src, dst = f"{src_dir}/{name}", f"{dst_dir}/{name}"  # f-strings: join costs more per file
                         old = present.pop(name, None)
-                        if entry.is_dir(follow_symlinks=False):
+                        if entry.is_file(follow_symlinks=False):
+                            info = entry.stat(follow_symlinks=False)
+                            src = None
+                        elif entry.is_dir(follow_symlinks=False):
+                            dst = f"{dst_dir}/{name}"  # f-strings: os.path.join costs more per entry
                             there = _folder_there(old, dst)
                             if not there:
                                 plan.folders.append(dst)
-                            stack.append((src, dst, there))
+                            stack.append((f"{src_dir}/{name}", dst, there))
                             continue
-                        if entry.is_file(follow_symlinks=False):
-                            info = entry.stat(follow_symlinks=False)
                         else:
-                            linked = _linked_file(src, real_root) if entry.is_symlink() else None
+                            linked = _linked_file(f"{src_dir}/{name}", real_root) if entry.is_symlink() else None
                             if linked is None:
-                                plan.skipped.append(src)
+                                skipped.append(f"{src_dir}/{name}")
                                 continue
                             src, info = linked
-                        plan.files += 1
-                        plan.size += info.st_size
+                        files += 1
+                        size += info.st_size
                         if old is not None and old.is_file(follow_symlinks=False):
                             mine = old.stat(follow_symlinks=False)
                             if mine.st_size == info.st_size and mine.st_mtime_ns == info.st_mtime_ns:
                                 continue
-                        plan.todo.append(_File(src, dst, info.st_size, info.st_mtime_ns))
+                        todo.append(_File(src or f"{src_dir}/{name}", f"{dst_dir}/{name}",
+                                          info.st_size, info.st_mtime_ns))
             finally:
                 os.close(src_fd)
         finally:
@@ -466,6 +470,7 @@ def _plan(source: str, target: str, real_root: str, *, target_there: bool) -> _P
         for name, entry in present.items():  # not in the source: the user's own, or a leftover of ours
             if is_temp_name(name) and is_stale_temp(Path(dst_dir, name)):
                 (retire_tree if entry.is_dir(follow_symlinks=False) else retire)(f"{dst_dir}/{name}")
+    plan.files, plan.size = files, size
     return plan
 
 

@@ -50,7 +50,8 @@ def snapshot(root: Path, skip: Path | None = None) -> dict[str, tuple]:
 
 def tree(root: Path) -> dict[str, tuple]:
     """A staged copy as kind and bytes (what a reader sees), without colabkit's marker."""
-    return {rel: entry[:2] for rel, entry in snapshot(root).items() if rel != SOURCE_MARKER}
+    return {rel: entry[:2] if entry[0] != "dir" else ("dir", "") for rel, entry in snapshot(root).items()
+            if rel != SOURCE_MARKER}
 
 
 @pytest.fixture

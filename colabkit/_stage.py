@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import shutil
 import stat
@@ -72,7 +73,7 @@ PARTIAL_TAG = "partial"  # a new folder's hidden temp sibling: .NAME.partial-<pi
 _BATCH = 32  # files per task: enough to amortise the pool's overhead, small enough to balance
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-_NEW_FILE_MODE = 0o666  # modes are not copied (the copy is yours to change): rw minus umask, as cp's
+_OWNER_RWX = 0o700  # staged folders stay writable by you, so a later stage can update them
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -81,6 +82,7 @@ class _File(NamedTuple):
     target: str
     size: int
     mtime_ns: int
+    mode: int  # permission bits, as cp -r keeps them (minus the umask)
 
 
 @dataclass
@@ -88,7 +90,7 @@ class _Plan:
     """What one walk of both sides found: the files to copy, folders to make, and the totals."""
 
     todo: list[_File] = field(default_factory=list)
-    folders: list[str] = field(default_factory=list)  # destination folders to create, parents first
+    folders: list[tuple[str, int]] = field(default_factory=list)  # (folder, mode) to create, parents first
     files: int = 0  # regular files in the source (links to files inside it included)
     size: int = 0
     skipped: list[str] = field(default_factory=list)  # links not followed, special files
@@ -151,8 +153,9 @@ def stage(
     source is copied as a regular file; links to folders, links leading out of
     the source, broken links, loops and special files are skipped (the summary
     counts them). A symlink found inside the destination is never written
-    through: it is replaced. Permissions are not copied (files are created
-    read-write for you, minus your umask); modification times are.
+    through: it is replaced. Modification times are kept (the skip rule compares
+    them); file permissions are the source's minus your umask, as `cp -r` gives
+    them; folders are always writable by you, so a later stage can update them.
 
     Args:
         src: the file or folder to copy, e.g. "/content/drive/MyDrive/ML2022/data/food-11".
@@ -236,7 +239,7 @@ def _stage_file(source: Path, target: Path, *, quiet: bool) -> Path:
         except FileNotFoundError:
             there = False
         if not there:
-            _copy_replacing(_File(real_source, real_target, info.st_size, info.st_mtime_ns))
+            _copy_replacing(_File(real_source, real_target, info.st_size, info.st_mtime_ns, info.st_mode))
     say(quiet, f"Using {target} (already staged)" if there else f"Staged {source.name} to {target}")
     return target
 
@@ -294,7 +297,12 @@ def _copy_new_folder(source: Path, real_source: str, target: str, *, workers: in
 
 
 def _publish(source: Path, partial: str, target: str) -> None:
-    write_json_atomic(Path(partial, SOURCE_MARKER), {"source": str(source)})
+    # plain write, no fsync: the folder is still private, and an unreadable marker is only rewritten
+    fd = os.open(f"{partial}/{SOURCE_MARKER}", _NEW_FILE_FLAGS & ~os.O_EXCL | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, (json.dumps({"source": str(source)}) + "\n").encode("utf-8"))
+    finally:
+        os.close(fd)
     os.rename(partial, target)
 
 
@@ -341,7 +349,9 @@ def _copy_with_cp(source: str, partial: str) -> bool:
     """Copy the tree `source` into the empty folder `partial` with GNU cp; False if cp fails.
 
     -P: links are copied as links (never followed; _after_cp applies the link
-    rule to them). Modes are not kept, as in the Python path; mtimes are. Its
+    rule to them). Modes as cp -r gives them (the Python path does the same);
+    mtimes kept (the skip rule compares them). Not --no-preserve=mode: its
+    extra fsetxattr per file costs the first-copy benchmark ~1 %. Its
     error is not reported here: the caller then copies file by file into what
     cp left, which skips cp's finished files and reports a failure with its
     precise cause.
@@ -350,7 +360,7 @@ def _copy_with_cp(source: str, partial: str) -> bool:
     if command is None:
         return False
     process = subprocess.Popen(
-        [command, "-rPT", "--no-preserve=mode", "--preserve=timestamps", "--", source, partial],
+        [command, "-rPT", "--preserve=timestamps", "--", source, partial],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
@@ -377,6 +387,9 @@ def _after_cp(real_source: str, partial: str, *, count_sizes: bool) -> _Plan:
             for entry in entries:
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(f"{rel}/{entry.name}")
+                    mode = entry.stat(follow_symlinks=False).st_mode
+                    if mode & _OWNER_RWX != _OWNER_RWX:  # cp kept a read-only source's folder mode
+                        os.chmod(entry.path, (mode & 0o777) | _OWNER_RWX)
                 elif entry.is_file(follow_symlinks=False):
                     plan.files += 1
                     if count_sizes:
@@ -390,7 +403,7 @@ def _after_cp(real_source: str, partial: str, *, count_sizes: bool) -> _Plan:
             plan.skipped.append(f"{real_source}{rel}")
             continue
         real, info = linked
-        _copy_in_place(_File(real, f"{partial}{rel}", info.st_size, info.st_mtime_ns))
+        _copy_in_place(_File(real, f"{partial}{rel}", info.st_size, info.st_mtime_ns, info.st_mode))
         plan.files += 1
         plan.size += info.st_size
     return plan
@@ -445,7 +458,7 @@ def _plan(source: str, target: str, real_root: str, *, target_there: bool) -> _P
                             dst = f"{dst_dir}/{name}"  # f-strings: os.path.join costs more per entry
                             there = _folder_there(old, dst)
                             if not there:
-                                plan.folders.append(dst)
+                                plan.folders.append((dst, entry.stat(follow_symlinks=False).st_mode))
                             stack.append((f"{src_dir}/{name}", dst, there))
                             continue
                         else:
@@ -461,7 +474,7 @@ def _plan(source: str, target: str, real_root: str, *, target_there: bool) -> _P
                             if mine.st_size == info.st_size and mine.st_mtime_ns == info.st_mtime_ns:
                                 continue
                         todo.append(_File(src or f"{src_dir}/{name}", f"{dst_dir}/{name}",
-                                          info.st_size, info.st_mtime_ns))
+                                          info.st_size, info.st_mtime_ns, info.st_mode))
             finally:
                 os.close(src_fd)
         finally:
@@ -486,9 +499,9 @@ def _folder_there(old: os.DirEntry | None, dst: str) -> bool:
     raise NotADirectoryError(errno.ENOTDIR, "a file stands where the source has a folder", dst)
 
 
-def _make_folders(folders: list[str]) -> None:
-    for folder in folders:
-        os.mkdir(folder)  # never follows a link: an existing name (a planted link) fails with EEXIST
+def _make_folders(folders: list[tuple[str, int]]) -> None:
+    for folder, mode in folders:
+        os.mkdir(folder, (mode & 0o777) | _OWNER_RWX)  # never follows a link: a planted one fails (EEXIST)
 
 
 def _stage_files(todo: list[_File], root: Path, copy: Callable[[_File], None], *, workers: int,
@@ -563,7 +576,7 @@ def _copy_to(item: _File, path: str) -> None:
     """Write the source's bytes to the new file `path`, then stamp its mtime; remove `path` on failure."""
     source_fd = os.open(item.source, _READ_FLAGS)
     try:
-        target_fd = os.open(path, _NEW_FILE_FLAGS, _NEW_FILE_MODE)
+        target_fd = os.open(path, _NEW_FILE_FLAGS, item.mode & 0o777)
         try:
             _copy_bytes(source_fd, target_fd, item.size)
             os.utime(target_fd, ns=(item.mtime_ns, item.mtime_ns))

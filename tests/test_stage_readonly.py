@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from colabkit._stage import SOURCE_MARKER
 from tests.conftest import run_python
 from tests.test_stage_safety import snapshot, tree
 from tests.test_staging import cp_shim, make_tree
@@ -81,7 +82,7 @@ def kaggle_input(tmp_path) -> Path:
 
 
 @pytest.mark.parametrize("workers", [1, 4])  # cp copies a new folder; Python threads
-def test_staging_a_read_only_dataset_writes_nothing_to_it_and_gives_a_writable_copy(
+def test_staging_a_read_only_dataset_writes_nothing_to_it_and_its_copy_can_be_updated(
         tmp_path, kaggle_input, workers):
     before = snapshot(kaggle_input.parent)
     env = {**os.environ, "PATH": cp_shim(tmp_path / "bin", 'exec "$REAL" "$@"')}
@@ -94,8 +95,10 @@ def test_staging_a_read_only_dataset_writes_nothing_to_it_and_gives_a_writable_c
     assert bool(spawned) == (workers == 1)
     assert snapshot(kaggle_input.parent) == before  # bytes, modes and mtimes of files and folders
     assert tree(staged) == {**tree(kaggle_input), "link.csv": ("file", b"id,label\n1,0\n")}
-    assert all(os.access(p, os.W_OK) and p.stat().st_mode & 0o200 for p in [staged, *staged.rglob("*")])
-    (staged / "labels.csv").write_text("edited locally\n")  # the copy is the user's to change
+    folders = [staged, *(p for p in staged.rglob("*") if p.is_dir())]
+    assert all(p.stat().st_mode & 0o700 == 0o700 for p in folders)  # writable by you: later stages update it
+    assert all(p.stat().st_mode & 0o222 == 0 for p in staged.rglob("*") if p.is_file() and p.name != SOURCE_MARKER)
+    (staged / "labels.csv").write_text("edited locally\n")  # root ignores the read-only mode, as on Kaggle
 
     os.utime(kaggle_input / "labels.csv", ns=(1, 1))  # the dataset changed: an update, also read-only
     before = snapshot(kaggle_input.parent)

@@ -190,7 +190,7 @@ def test_one_symlink_rule_on_the_cp_path_and_the_python_path(tmp_path, monkeypat
         assert not (dest / rel).is_symlink()
 
 
-def test_the_staged_copy_is_writable_and_keeps_mtimes_on_both_paths(tmp_path, monkeypatch):
+def test_modes_and_mtimes_are_kept_alike_on_both_paths_and_folders_stay_writable(tmp_path, monkeypatch):
     src = tmp_path / "src"
     make_tree(src, 12)
     (src / "class1" / "img00001.bin").chmod(0o755)
@@ -199,11 +199,18 @@ def test_the_staged_copy_is_writable_and_keeps_mtimes_on_both_paths(tmp_path, mo
     one, two = tmp_path / "one", tmp_path / "two"
     colabkit.stage(src, one, workers=1, quiet=True)  # cp
     colabkit.stage(src, two, workers=2, quiet=True)  # Python
-    for rel in ("class1/img00001.bin", "class2/img00002.bin", "class3/img00003.bin"):
+    (src / "class4").chmod(0o500)  # a read-only folder
+    for rel, mode in (("class1/img00001.bin", 0o755), ("class2/img00002.bin", 0o400),
+                      ("class3/img00003.bin", 0o644)):
         modes = {stat.S_IMODE((root / rel).stat().st_mode) for root in (one, two)}
-        assert modes == {0o644}, (rel, modes)  # modes are not copied, alike on both paths
+        assert modes == {mode}, (rel, modes)  # the source's modes (minus umask), alike on both paths
         assert (one / rel).stat().st_mtime_ns == (two / rel).stat().st_mtime_ns == (src / rel).stat().st_mtime_ns
-    assert {stat.S_IMODE((root / "class1").stat().st_mode) for root in (one, two)} == {0o755}
+    three, four = tmp_path / "three", tmp_path / "four"
+    colabkit.stage(src, three, workers=1, quiet=True)
+    colabkit.stage(src, four, workers=2, quiet=True)
+    (src / "class4").chmod(0o755)
+    assert {stat.S_IMODE((root / "class4").stat().st_mode) for root in (three, four)} == {0o700}  # u+w kept
+    assert {stat.S_IMODE((root / "class1").stat().st_mode) for root in (three, four)} == {0o755}
 
 
 def test_a_destination_that_is_a_file_is_a_stage_error_with_the_fix(tmp_path):

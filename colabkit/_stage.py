@@ -287,7 +287,8 @@ def _copy_new_folder(source: Path, real_source: str, target: str, *, workers: in
             plan = _after_cp(real_source, partial, count_sizes=not quiet)
             _publish(source, partial, target)
             return plan, plan.files
-        resuming = any(os.scandir(partial))  # cp failed part-way: go on from what it left
+        with os.scandir(partial) as left:
+            resuming = any(left)  # cp failed part-way: go on from what it left
     plan = _plan(real_source, partial, real_source, target_there=resuming)
     _make_folders(plan.folders)
     copy = _copy_replacing if resuming else _copy_in_place

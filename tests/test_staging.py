@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -11,6 +14,7 @@ import pytest
 
 import colabkit
 from colabkit import errors
+from colabkit._fsio import STALE_AFTER
 from colabkit._stage import SOURCE_MARKER
 
 from tests.conftest import run_python
@@ -26,6 +30,23 @@ def make_tree(root: Path, count: int) -> dict[str, bytes]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
     return files
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def is_lock(name: str) -> bool:
+    """The destination's lock files (_fsio.locked), which stay beside it."""
+    return name.endswith((".lock", ".lock.pid"))
+
+
+def hidden_siblings(folder: Path) -> list[str]:
+    """Hidden names in `folder` other than lock files: partial copies, temps."""
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") and not is_lock(p.name))
 
 
 def inodes(root: Path) -> dict[str, int]:
@@ -63,12 +84,24 @@ def test_stage_keeps_extra_local_files_and_clears_stale_temporaries(tmp_path):
     dest = tmp_path / "local"
     colabkit.stage(src, dest, quiet=True)
     (dest / "notes.txt").write_text("mine")
-    stale = dest / "class1" / ".img00001.bin.colabkit-tmp-dead"
+    dead = dead_pid()
+    stale = dest / "class1" / f".img00001.bin.{dead}-0badcafe.tmp"  # _fsio's scheme, a dead writer's
     stale.write_bytes(b"half")
-    (dest / "class1" / "img00001.bin").unlink()
-    colabkit.stage(src, dest, quiet=True)
+    os.utime(stale, (time.time() - 2 * STALE_AFTER,) * 2)
+    recent = dest / "class1" / f".img00006.bin.{dead}-0badcafe.tmp"  # dead writer, but not idle long enough
+    recent.write_bytes(b"half")
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as live:
+        try:
+            alive = dest / "class1" / f".img00012.bin.{live.pid}-0badcafe.tmp"  # a live writer's work
+            alive.write_bytes(b"in progress")
+            os.utime(alive, (time.time() - 2 * STALE_AFTER,) * 2)
+            (dest / "class1" / "img00001.bin").unlink()
+            colabkit.stage(src, dest, quiet=True)
+        finally:
+            live.kill()
     assert (dest / "notes.txt").read_text() == "mine"
     assert not stale.exists()
+    assert recent.read_bytes() == b"half" and alive.read_bytes() == b"in progress"  # one stale rule
     assert (dest / "class1" / "img00001.bin").read_bytes() == (src / "class1" / "img00001.bin").read_bytes()
 
 
@@ -120,25 +153,47 @@ src, dest = Path(sys.argv[1]), Path(sys.argv[2])
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)            # a write past the limit fails with EFBIG
 resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
 try:
-    colabkit.stage(src, dest, workers=4, quiet=True)
+    colabkit.stage(src, dest, workers=int(sys.argv[3]), quiet=True)
 except StageError as exc:
     print("STAGE-ERROR", exc)
 """
 
 
-def test_a_failed_write_publishes_no_partial_file(tmp_path):
+@pytest.mark.parametrize("workers", [1, 4])  # 1: cp copies a new local folder (and fails); 4: Python threads
+def test_a_failed_copy_of_a_new_folder_is_never_published(tmp_path, workers):
     src = tmp_path / "src"
     src.mkdir()
     (src / "small.txt").write_bytes(b"s" * 1000)
     (src / "big.bin").write_bytes(os.urandom(300_000))
     dest = tmp_path / "dest"
-    result = run_python(WRITE_LIMIT, str(src), str(dest))
+    result = run_python(WRITE_LIMIT, str(src), str(dest), str(workers))
     assert "STAGE-ERROR" in result.stdout, result.stderr
-    assert "big.bin" in result.stdout
-    assert not (dest / "big.bin").exists()
-    assert [p.name for p in dest.iterdir() if p.name.startswith(".")] == []  # the temporary was removed
-    colabkit.stage(src, dest, quiet=True)  # without the limit it completes
+    assert "big.bin" in result.stdout and "larger than this system allows" in result.stdout
+    assert not dest.exists()  # the failed copy is not published under its final name
+    partials = hidden_siblings(tmp_path)
+    assert len(partials) == 1 and partials[0].startswith(".dest.partial-"), partials
+    partial = tmp_path / partials[0]
+    assert not [p for p in partial.rglob("*") if p.name.endswith(".tmp")]  # no temp left inside
+    if (partial / "big.bin").exists():  # cp's cut-short file: lacks the source's mtime, so it is redone
+        assert (partial / "big.bin").stat().st_mtime_ns != (src / "big.bin").stat().st_mtime_ns
+    colabkit.stage(src, dest, quiet=True)  # without the limit it completes, resuming the hidden folder
     assert (dest / "big.bin").read_bytes() == (src / "big.bin").read_bytes()
+    assert (dest / "small.txt").read_bytes() == (src / "small.txt").read_bytes()
+    assert hidden_siblings(tmp_path) == []
+
+
+def test_a_failed_update_leaves_the_old_file_and_no_temp(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "small.txt").write_bytes(b"s" * 1000)
+    (src / "big.bin").write_bytes(b"old")
+    dest = tmp_path / "dest"
+    colabkit.stage(src, dest, quiet=True)
+    (src / "big.bin").write_bytes(os.urandom(300_000))
+    result = run_python(WRITE_LIMIT, str(src), str(dest), "1")
+    assert "STAGE-ERROR" in result.stdout and "big.bin" in result.stdout, result.stderr
+    assert (dest / "big.bin").read_bytes() == b"old"  # replaced only by a complete copy
+    assert [p.name for p in dest.iterdir() if p.name.startswith(".")] == [SOURCE_MARKER]
 
 
 def test_two_source_folders_with_the_same_name_get_separate_copies(tmp_path):
@@ -179,8 +234,8 @@ def test_a_new_local_folder_is_copied_by_cp_into_a_hidden_sibling_then_renamed(t
     dest = tmp_path / "out" / "data"
     assert colabkit.stage(src, dest) == dest
     assert "300 copied, 0 already there" in capsys.readouterr().out
-    assert ".colabkit-partial" in (tmp_path / "bin" / "log").read_text()  # cp wrote the hidden sibling
-    assert sorted(p.name for p in dest.parent.iterdir()) == ["data"]  # renamed: no sibling left
+    assert ".data.partial-" in (tmp_path / "bin" / "log").read_text()  # cp wrote the hidden sibling
+    assert sorted(p.name for p in dest.parent.iterdir() if not is_lock(p.name)) == ["data"]  # renamed
     for rel, data in files.items():
         assert (dest / rel).read_bytes() == data
         assert (dest / rel).stat().st_mtime_ns == (src / rel).stat().st_mtime_ns
@@ -201,7 +256,7 @@ def test_when_cp_fails_the_copy_goes_on_file_by_file(tmp_path, monkeypatch):
     assert (tmp_path / "bin" / "log").exists()
     assert {p.relative_to(dest).as_posix(): p.read_bytes() for p in dest.rglob("*")
             if p.is_file() and p.name != SOURCE_MARKER} == files
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    assert hidden_siblings(tmp_path) == []
 
 
 KILLED_MIDWAY = r"""
@@ -227,11 +282,13 @@ def test_a_killed_run_leaves_nothing_visible_and_the_next_run_resumes_it(tmp_pat
     result = run_python(KILLED_MIDWAY, str(src), str(dest))
     assert result.returncode == -9, result.stderr
     assert not dest.exists()  # a copy cut short never looks complete
-    assert (tmp_path / ".dest.colabkit-partial").is_dir()
+    partials = hidden_siblings(tmp_path)
+    assert len(partials) == 1 and partials[0].startswith(".dest.partial-"), partials
+    assert (tmp_path / partials[0]).is_dir()
     colabkit.stage(src, dest, workers=2)
     out = capsys.readouterr().out
     resumed = int(out.split(" already there")[0].rsplit(" ", 1)[1])
     assert resumed >= 50, out  # the killed run's finished files were kept
     assert {p.relative_to(dest).as_posix(): p.read_bytes() for p in dest.rglob("*")
             if p.is_file() and p.name != SOURCE_MARKER} == files
-    assert not (tmp_path / ".dest.colabkit-partial").exists()
+    assert hidden_siblings(tmp_path) == []

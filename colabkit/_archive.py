@@ -55,7 +55,7 @@ from .errors import ArchiveError, ArchiveTooLargeError, ConfigError, UnsafeArchi
 
 DEFAULT_MAX_SIZE = 50 * 2**30  # bytes, uncompressed, all members together
 DEFAULT_MAX_MEMBERS = 2_000_000
-DEFAULT_MAX_RATIO = 1000  # uncompressed / archive bytes; deflate cannot pass ~1032 on any data
+DEFAULT_MAX_RATIO = 10_000  # uncompressed / archive bytes; deflate never passes ~1032:1, bzip2 and xz of zeros do
 RATIO_FLOOR = 256 * 2**20  # the ratio cap applies only past this many uncompressed bytes
 LOCK_TIMEOUT = 3600.0  # seconds a second extraction into one folder waits for the first
 MARKER_NAME = ".colabkit-extracted.json"
@@ -565,7 +565,7 @@ def _file_mode(mode: int) -> int:
 
 
 def _link_or_copy(dirs: _Dirs, source: tuple[str, ...], parts: tuple[str, ...], member: str,
-                  size: int, *, hard: bool, text: str = "") -> None:
+                  size: int, *, hard: bool, text: str = "", copyable: bool = True) -> None:
     """A hard link to `source`, or a symbolic link with `text`; a copy where the filesystem refuses links."""
     parent = dirs.get(parts[:-1], member)
     try:
@@ -581,14 +581,13 @@ def _link_or_copy(dirs: _Dirs, source: tuple[str, ...], parts: tuple[str, ...], 
         if exc.errno not in _NO_LINKS:
             raise _WriteFailed(exc) from exc
     # the Drive mount and FAT refuse links: copy what it points to (already counted in the size cap)
-    try:
-        src = os.open(source[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirs.get(source[:-1], member))
-    except OSError as exc:
+    if not copyable:
         raise ArchiveError(
             f"This filesystem refuses links, and member {member!r} of {dirs.archive.name} is a link to "
-            f"something that is not a file ({exc.strerror}). Extract to a local disk instead "
-            "(colabkit.extract(..., to='/content/...'))."
-        ) from exc
+            "a folder or to nothing, which cannot be copied instead. Extract to a local disk "
+            "(colabkit.extract(..., to='/content/...')), or stage the archive there first."
+        )
+    src = os.open(source[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dirs.get(source[:-1], member))
     try:
         out = dirs.new_file(parts, member, 0o644)
         try:
@@ -609,10 +608,9 @@ def _finish_links(archive: Path, dirs: _Dirs, table: _Table, limits: _Limits) ->
             limits.add(table.sizes[lands])  # on a filesystem without links it becomes a copy this big
         targets.append(lands)
     for (name, parts, text), lands in zip(table.pending, targets):
-        if table.kinds.get(lands) == "file":
-            _link_or_copy(dirs, lands, parts, name, table.sizes[lands], hard=False, text=text)
-        else:
-            _link_or_copy(dirs, lands, parts, name, 0, hard=False, text=text)
+        is_file = table.kinds.get(lands) == "file"
+        _link_or_copy(dirs, lands, parts, name, table.sizes[lands] if is_file else 0, hard=False, text=text,
+                      copyable=is_file)
 
 
 # --------------------------------------------------------------------------- formats

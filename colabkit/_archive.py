@@ -30,11 +30,9 @@ import errno
 import gzip
 import lzma
 import os
-import queue
 import re
 import stat
 import tarfile
-import threading
 import zipfile
 import zlib
 from pathlib import Path
@@ -483,8 +481,6 @@ class _Dirs:
         self.archive, self.create = archive, create
         self.root = os.open(root, _DIR_FLAGS)
         self.cache: collections.OrderedDict[tuple[str, ...], int] = collections.OrderedDict()
-        self.writer: threading.Thread | None = None
-        self.failure = None
 
     def get(self, parts: tuple[str, ...], member: str) -> int:
         if not parts:
@@ -511,76 +507,8 @@ class _Dirs:
             raise self._conflict(exc, member) from exc
         self.cache[parts] = fd
         if len(self.cache) > 64:
-            self._close(self.cache.popitem(last=False)[1])
+            os.close(self.cache.popitem(last=False)[1])
         return fd
-
-    # Small files are written on one background thread, in order, so that the kernel's file
-    # creation overlaps the parsing of the next headers (tar.gz of 20,000 files: bench_extract
-    # misses 1.5x `tar xzf` without it). The main thread keeps every check and every mkdir.
-    def start_writer(self) -> None:
-        self.queue: queue.Queue = queue.Queue(maxsize=128)
-        self.failure: BaseException | None = None
-        self.writer = threading.Thread(target=self._drain, name="colabkit-extract-writer", daemon=True)
-        self.writer.start()
-
-    def write_small(self, parts: tuple[str, ...], member: str, mode: int, data: bytes, mtime: int | None) -> None:
-        if self.writer is None:
-            fd = self.new_file(parts, member, mode)
-            try:
-                _write_all(fd, data)
-                _set_mtime(fd, mtime)
-            finally:
-                os.close(fd)
-            return
-        if self.failure is not None:
-            self.flush()
-        self.queue.put((self.get(parts[:-1], member), parts[-1], member, mode, data, mtime))
-
-    def _drain(self) -> None:
-        while True:
-            task = self.queue.get()
-            try:
-                if task is None:
-                    return
-                if isinstance(task, int):
-                    os.close(task)  # a parent evicted from the cache, closed after the files queued under it
-                    continue
-                if self.failure is not None:
-                    continue
-                parent, name, member, mode, data, mtime = task
-                try:
-                    fd = os.open(name, _NEW_FILE_FLAGS, mode, dir_fd=parent)
-                except FileExistsError:
-                    self.failure = _refuse(self.archive, member, "appears twice in the archive (or clashes "
-                                                                 "with a folder)")
-                    continue
-                except OSError as exc:
-                    self.failure = (_refuse(self.archive, member, "would be written through a symbolic link")
-                                    if exc.errno == errno.ELOOP else _WriteFailed(exc))
-                    continue
-                try:
-                    _write_all(fd, data)
-                    _set_mtime(fd, mtime)
-                finally:
-                    os.close(fd)
-            except BaseException as exc:  # noqa: BLE001 - handed to the main thread by flush()
-                self.failure = self.failure or exc
-            finally:
-                self.queue.task_done()
-
-    def flush(self) -> None:
-        """Wait until every queued file is written; raise the first failure, in the main thread."""
-        if self.writer is not None:
-            self.queue.join()
-        if self.failure is not None:
-            failure, self.failure = self.failure, None
-            raise failure
-
-    def _close(self, fd: int) -> None:
-        if self.writer is not None and self.writer.is_alive():
-            self.queue.put(fd)
-        else:
-            os.close(fd)
 
     def _open_existing(self, name: str, parent: int, member: str) -> int:
         try:
@@ -606,11 +534,6 @@ class _Dirs:
                    if exc.errno == errno.ELOOP else _WriteFailed(exc)) from exc
 
     def close(self) -> None:
-        """Stop the writer (after what it holds) and close every descriptor; failures were raised by flush."""
-        if self.writer is not None:
-            self.queue.put(None)
-            self.writer.join()
-            self.writer = None
         for fd in self.cache.values():
             os.close(fd)
         self.cache.clear()
@@ -624,15 +547,6 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:
             view = view[os.write(fd, view):]
     except OSError as exc:
         raise _WriteFailed(exc) from exc
-
-
-def _set_mtime(fd: int, mtime: int | None) -> None:
-    if mtime is None:
-        return
-    try:
-        os.utime(fd, ns=(mtime * 10**9,) * 2)  # tar and tarfile keep mtimes too
-    except (OverflowError, ValueError, OSError):
-        pass
 
 
 def _copy_stream(source: Any, fd: int, size: int) -> int:
@@ -726,11 +640,9 @@ def _extract_tar(archive: Path, work: Path, table: _Table, limits: _Limits, *, q
             raise ArchiveError(f"{archive.name} cannot be read as a tar archive ({exc}). "
                                "Fetch it again (it may be truncated), or check its format.") from exc
         dirs = _Dirs(work, archive)
-        dirs.start_writer()
         try:
             with tar, progress(f"extract {archive.name}", quiet=quiet) as bar:
                 _tar_members(archive, tar, raw, dirs, table, limits, bar)
-                dirs.flush()
                 _finish_links(archive, dirs, table, limits)
         finally:
             dirs.close()
@@ -761,22 +673,18 @@ def _tar_members(archive: Path, tar: tarfile.TarFile, raw: Any, dirs: _Dirs, tab
             table.claim(archive, name, parts, "file")
             limits.add(member.size)
             table.sizes[parts] = member.size
-            if member.size <= _COPY_BLOCK:
+            fd = dirs.new_file(parts, name, _file_mode(member.mode))
+            try:
                 try:
-                    data = tar.extractfile(member).read()  # also expands sparse members
+                    _copy_stream(tar.extractfile(member), fd, member.size)  # also expands sparse members
                 except _READ_ERRORS as exc:
                     raise _damaged(archive, exc, name) from exc
-                dirs.write_small(parts, name, _file_mode(member.mode), data, member.mtime)
-            else:
-                fd = dirs.new_file(parts, name, _file_mode(member.mode))
                 try:
-                    try:
-                        _copy_stream(tar.extractfile(member), fd, member.size)
-                    except _READ_ERRORS as exc:
-                        raise _damaged(archive, exc, name) from exc
-                    _set_mtime(fd, member.mtime)
-                finally:
-                    os.close(fd)
+                    os.utime(fd, ns=(member.mtime * 10**9,) * 2)  # tar and tarfile keep mtimes too
+                except (OverflowError, ValueError, OSError):
+                    pass
+            finally:
+                os.close(fd)
         elif member.isdir():
             table.claim(archive, name, parts, "dir")
             dirs.get(parts, name)
@@ -814,7 +722,6 @@ def _tar_hard_link(archive: Path, member: tarfile.TarInfo, parts: tuple[str, ...
     table.claim(archive, name, parts, "file")
     limits.add(table.sizes[source])  # where links are refused, this is a full copy
     table.sizes[parts] = table.sizes[source]
-    dirs.flush()  # the file it names may still sit in the writer's queue
     _link_or_copy(dirs, source, parts, name, table.sizes[source], hard=True)
 
 

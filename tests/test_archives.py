@@ -341,3 +341,14 @@ def test_dot_prefixed_members_and_an_internal_hard_link_are_fine(box):
     assert (folder / "sub" / "data.txt").read_bytes() == b"payload"
     assert (folder / "sub" / "copy.txt").read_bytes() == b"payload"
     assert names(box) == ["dots", "dots.tar"]
+
+
+@pytest.mark.parametrize("name,mode", [("cut.tar.gz", "w:gz"), ("cut.tar", "w"), ("cut.zip", None)])
+def test_truncated_archive_is_reported_as_damaged(box, name, mode):
+    files = {f"f{i}.bin": os.urandom(5000) for i in range(20)}
+    archive = make_zip(box / name, files) if mode is None else make_tar(box / name, files, mode)
+    data = archive.read_bytes()
+    archive.write_bytes(data[: len(data) // 2] if mode is not None else data[:40_000] + data[-2000:])
+    with pytest.raises(errors.ArchiveError, match="damaged|cannot be read|Fetch it again"):
+        colabkit.extract(archive, quiet=True)
+    assert names(box) == [name]

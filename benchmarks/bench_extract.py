@@ -111,6 +111,7 @@ def _contenders(archive: Path, kind: str) -> dict[str, Callable[[Path], object]]
     def with_pooch(out: Path) -> object:
         return processor(extract_dir=str(out))(str(archive), "download", None)
 
+    pooch.get_logger().setLevel("WARNING")  # it logs every extraction
     contenders["pooch"] = with_pooch
     return contenders
 

@@ -9,9 +9,10 @@
 
 Every round runs each contender once into a new folder, in an order rotated
 each round; a figure is the median of the per-round ratios colabkit/native,
-with their spread and N. Nothing is deleted until the end (on ext4 without a
-journal, freshly freed inodes make file creation slower for whoever comes
-next). colabkit's side includes all its safety checks and the content hash of
+with their spread and N. Outputs are deleted between rounds, never between
+contenders (on ext4 without a journal, freshly freed inodes make file creation
+slower for whoever comes next; the rotation spreads that over everyone).
+colabkit's side includes all its safety checks and the content hash of
 the archive it records.
 
     python -m benchmarks extract                       # 20,000 files, 128 MiB member
@@ -125,11 +126,18 @@ def _race(archive: Path, kind: str, scratch: Path, rounds: int) -> dict[str, lis
     scratch = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=scratch))
     for round_ in range(rounds):
         order = names[round_ % len(names):] + names[: round_ % len(names)]
+        outs = []
         for name in order:
             out = scratch / f"{name}-{next(counter)}"
             start = time.perf_counter()
             contenders[name](out)
             times[name].append(time.perf_counter() - start)
+            outs.append(out)
+        # between rounds, not between contenders: whoever runs first after a delete pays for the
+        # freed inodes, and the rotated order spreads that over all of them
+        for out in outs:
+            shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(scratch, ignore_errors=True)
     return times
 
 
@@ -177,7 +185,7 @@ def run(quick: bool = False, full: bool | None = None, scaling: bool | None = No
     scaling = os.environ.get("COLABKIT_BENCH_SCALING") == "1" if scaling is None else scaling
     count = 2_000 if quick else 20_000
     big = (1 << 30) if full else (16 << 20 if quick else 128 << 20)
-    rounds = 3 if quick else 7
+    rounds = 3 if quick else 5
     figures = []
     with tempfile.TemporaryDirectory(prefix="colabkit-bench-extract-") as folder:
         root = Path(folder)

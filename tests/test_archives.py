@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import pytest
 import colabkit
 from colabkit import errors
 from colabkit._archive import MARKER_NAME
+from colabkit._fsio import STALE_AFTER
 
 FILES = {"train/a.csv": b"x,y\n1,2\n", "train/b.csv": b"x,y\n3,4\n", "README.txt": b"hello\n"}
 
@@ -57,8 +59,16 @@ def box(tmp_path):
     return folder
 
 
+LOCK_FILE = re.compile(r"^\.[^/]+\.lock(\.pid)?$")
+
+
 def tree(folder: Path) -> set[str]:
-    return {p.relative_to(folder).as_posix() for p in folder.rglob("*")}
+    """Every path under `folder`, except the lock files extract keeps beside its target (_fsio.locked)."""
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if not LOCK_FILE.match(p.name)}
+
+
+def names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if not LOCK_FILE.match(p.name))
 
 
 def check_files(folder: Path) -> None:
@@ -79,7 +89,7 @@ def test_tar_formats_extract_next_to_the_archive(box, name, mode):
     assert folder == box / "data"
     check_files(folder)
     assert (folder / MARKER_NAME).is_file()
-    assert sorted(p.name for p in box.iterdir()) == sorted([name, "data"])  # no work folders left
+    assert names(box) == sorted([name, "data"])  # no work folders left
 
 
 def test_zip_extracts_and_a_second_call_is_skipped(box, capsys):
@@ -295,7 +305,7 @@ def test_killed_extraction_is_redone_on_the_next_call(box):
     work = None
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and child.poll() is None:
-        candidates = [p for p in box.iterdir() if p.name.startswith(".big.colabkit-extracting-")]
+        candidates = [p for p in box.iterdir() if p.name.startswith(".big.extract-") and p.name.endswith(".tmp")]
         if candidates and sum(1 for _ in candidates[0].rglob("*.txt")) >= 50:
             work = candidates[0]
             break
@@ -311,7 +321,12 @@ def test_killed_extraction_is_redone_on_the_next_call(box):
     assert sum(1 for p in folder.rglob("*.txt")) == 1500
     for name, data in list(files.items())[::97]:
         assert (folder / name).read_bytes() == data
-    assert sorted(p.name for p in box.iterdir()) == ["big", "big.tar.gz"]  # the leftover is gone
+    # _fsio's one stale rule: the dead writer's work folder goes once it has also sat idle long enough
+    assert names(box) == sorted([work.name, "big", "big.tar.gz"])
+    old = time.time() - STALE_AFTER - 60
+    os.utime(work, (old, old))
+    assert colabkit.extract(archive, quiet=True) == folder
+    assert names(box) == ["big", "big.tar.gz"]  # the leftover is gone
 
 
 def test_dot_prefixed_members_and_an_internal_hard_link_are_fine(box):
@@ -325,4 +340,15 @@ def test_dot_prefixed_members_and_an_internal_hard_link_are_fine(box):
     folder = colabkit.extract(add_special(box / "dots.tar", build), quiet=True)
     assert (folder / "sub" / "data.txt").read_bytes() == b"payload"
     assert (folder / "sub" / "copy.txt").read_bytes() == b"payload"
-    assert sorted(p.name for p in box.iterdir()) == ["dots", "dots.tar"]
+    assert names(box) == ["dots", "dots.tar"]
+
+
+@pytest.mark.parametrize("name,mode", [("cut.tar.gz", "w:gz"), ("cut.tar", "w"), ("cut.zip", None)])
+def test_truncated_archive_is_reported_as_damaged(box, name, mode):
+    files = {f"f{i}.bin": os.urandom(5000) for i in range(20)}
+    archive = make_zip(box / name, files) if mode is None else make_tar(box / name, files, mode)
+    data = archive.read_bytes()
+    archive.write_bytes(data[: len(data) // 2] if mode is not None else data[:40_000] + data[-2000:])
+    with pytest.raises(errors.ArchiveError, match="damaged|cannot be read|Fetch it again"):
+        colabkit.extract(archive, quiet=True)
+    assert names(box) == [name]

@@ -352,8 +352,8 @@ def test_extract_true_returns_the_extracted_folder_and_reuses_it(server):
     server.state.files["/food-11.zip"] = buffer.getvalue()
     project = colabkit.setup("ML2022", quiet=True)
     folder = colabkit.fetch(server.url("/food-11.zip"), extract=True, quiet=True)
-    assert folder == project.data / "food-11"
-    assert (folder / "food-11" / "training" / "0_1.jpg").read_bytes() == b"jpeg bytes"
+    assert folder == project.data / "food-11" / "food-11"  # the archive's one top-level folder (issue 13 item 8)
+    assert (folder / "training" / "0_1.jpg").read_bytes() == b"jpeg bytes"
     assert colabkit.fetch(server.url("/food-11.zip"), extract=True, quiet=True) == folder
     assert server.state.count() == 1
 

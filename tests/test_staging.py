@@ -110,9 +110,10 @@ def test_stage_a_single_archive_and_extract_it(tmp_path):
     archive.parent.mkdir(parents=True)
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("training/0_0.jpg", b"jpeg")
+        zf.writestr("validation/0_1.jpg", b"jpeg")
     folder = colabkit.stage(archive, extract=True, quiet=True)
     cache = Path(os.environ["COLABKIT_CACHE_DIR"]) / "staged"
-    assert folder == cache / "food-11"
+    assert folder == cache / "food-11"  # two top-level folders: the target itself (issue 13 item 8)
     assert (cache / "food-11.zip").read_bytes() == archive.read_bytes()
     assert (folder / "training" / "0_0.jpg").read_bytes() == b"jpeg"
     mtime = (cache / "food-11.zip").stat().st_mtime_ns

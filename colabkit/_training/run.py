@@ -223,6 +223,8 @@ class Run:
         self._last_save = time.monotonic()
         self._interrupted = False
         self._saved_interrupt = False
+        self._stop_requested = False  # a SIGINT arrived during a step: stop at the next batch
+        self._defer_interrupt = False
         self._stopped_epoch: int | None = None
         self._load_latest()
         if self.main and not (self.finished and self.changed):
@@ -497,8 +499,15 @@ class Run:
                     self._pending = False
                     self.batch += 1
                     self.step += 1
+                    if self._stop_requested:  # the stop button, pressed during that step
+                        self._interrupted = self._saved_interrupt = True
+                        path = self._save(metric=None)  # exactly between two batches
+                        self.checkpoints.wait()
+                        self._say(f"Interrupted: saved {path.name}; rerun the same code to continue from there.")
+                        raise KeyboardInterrupt
                     if self._save_due():
                         self._save(metric=None)
+                self._defer_interrupt = False
                 self._boundary_rng = _raw_rng()
                 try:
                     batch = next(iterator)
@@ -506,12 +515,14 @@ class Run:
                     break
                 self._pending = True
                 self._steps_at_yield = self._steps_seen
+                self._defer_interrupt = True  # a stop during the step takes effect after it
                 yield batch
         except GeneratorExit:
             self._save_if_interrupted()
             raise
         finally:
             self._in_batches = False
+            self._defer_interrupt = False
 
     def log(self, **metrics: Any) -> bool:
         """Record metrics: inside `batches()` a step row, after it the epoch's row.
@@ -634,6 +645,12 @@ class Run:
         def note_interrupt(signum: int, frame: Any) -> None:
             if previous == signal.SIG_IGN:
                 return
+            if self._defer_interrupt and not self._stop_requested:
+                # inside a training step: finish it, save at the next batch, then stop (exact)
+                self._stop_requested = True
+                if self.main:
+                    print("Stopping after this step (interrupt again to stop at once)...", flush=True)
+                return
             self._interrupted = True
             if callable(previous):
                 previous(signum, frame)
@@ -644,7 +661,7 @@ class Run:
             signal.signal(signal.SIGINT, note_interrupt)
         except ValueError:  # pragma: no cover - not the main interpreter
             return None
-        self._interrupted = self._saved_interrupt = False
+        self._interrupted = self._saved_interrupt = self._stop_requested = False
         return previous
 
     @staticmethod

@@ -226,9 +226,8 @@ class Run:
         self._stop_requested = False  # a SIGINT arrived during a step: stop at the next batch
         self._defer_interrupt = False
         self._stopped_epoch: int | None = None
+        self._config_written = False
         self._load_latest()
-        if self.main and not (self.finished and self.changed):
-            write_config(self.log_dir, self.config)
 
     # ------------------------------------------------------------------ set-up
 
@@ -301,8 +300,6 @@ class Run:
                           f"to start over{more}.")
             return
         self._say(f"Run {self.name!r} resumes {where} (step {self.step}) from {Path(payload_path(self)).name}.")
-        if self.changed:
-            self._say(f"note: configuration changed since the checkpoint, applied: {_config.describe(self.changed)}")
 
     # ------------------------------------------------------------------ public state
 
@@ -352,6 +349,7 @@ class Run:
         if optimizer is not None and hasattr(optimizer, "register_step_post_hook"):
             optimizer.register_step_post_hook(self._count_step)
         if self._payload is None:
+            self._write_config()
             return
         state = self._payload
         bare = unwrap_model(model)
@@ -378,6 +376,15 @@ class Run:
                     if key != "initial_lr":
                         group[key] = value
         self._payload = None  # restored; the RNG follows when the loop continues
+        if self.changed and not self.finished:
+            self._say(f"note: configuration changed since the checkpoint, applied: {_config.describe(self.changed)}")
+        self._write_config()
+
+    def _write_config(self) -> None:
+        """logs/<run>/config.json: the configuration the run trains with (not a refused or unused one)."""
+        if self.main and not self._config_written and not (self.finished and self.changed):
+            write_config(self.log_dir, self.config)
+            self._config_written = True
 
     def _count_step(self, *args: Any, **kwargs: Any) -> None:
         self._steps_seen += 1
@@ -442,6 +449,7 @@ class Run:
         """
         if self.finished:
             return
+        self._write_config()
         handler = self._catch_interrupt()
         self._session_start = time.monotonic()
         try:

@@ -625,9 +625,11 @@ class Run:
                                tracked.get("scaler"), run=run, user=dict(self.state))
         if rng is not None:
             state["rng"] = _plain_rng(rng)
+        # metrics.csv first: it then always holds at least the rows of any published checkpoint
+        # (a resume keeps exactly those), even when a kill lands while the checkpoint is written
+        self.metrics.flush()
         path = self.checkpoints.save(state, epoch=self.epoch, step=step, metric=metric)
         self._last_save = time.monotonic()
-        self.metrics.flush()
         if self.main:
             write_run_info(self.log_dir, {
                 "name": self.name, "monitor": self.monitor, "mode": self.mode, "patience": self.stopper.patience,

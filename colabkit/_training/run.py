@@ -500,6 +500,8 @@ class Run:
         self._batch_size = batch_size
         self._in_batches = True
         self._pending = False
+        self._boundary_rng = None
+        self._defer_interrupt = True  # from here to the end of the batches, a stop waits for a boundary
         iterator = iter(loader)
         try:
             while True:
@@ -508,22 +510,20 @@ class Run:
                     self.batch += 1
                     self.step += 1
                     if self._stop_requested:  # the stop button, pressed during that step
-                        self._interrupted = self._saved_interrupt = True
-                        path = self._save(metric=None)  # exactly between two batches
-                        self.checkpoints.wait()
-                        self._say(f"Interrupted: saved {path.name}; rerun the same code to continue from there.")
-                        raise KeyboardInterrupt
+                        self._stop_at_boundary()
                     if self._save_due():
                         self._save(metric=None)
-                self._defer_interrupt = False
-                self._boundary_rng = _raw_rng()
                 try:
                     batch = next(iterator)
                 except StopIteration:
+                    if self._stop_requested:
+                        self._stop_at_boundary()
+                    self._defer_interrupt = False
+                    # where the epoch's validation starts: an interrupt during it resumes from here
+                    self._boundary_rng = _raw_rng()
                     break
                 self._pending = True
                 self._steps_at_yield = self._steps_seen
-                self._defer_interrupt = True  # a stop during the step takes effect after it
                 yield batch
         except GeneratorExit:
             self._save_if_interrupted()
@@ -531,6 +531,14 @@ class Run:
         finally:
             self._in_batches = False
             self._defer_interrupt = False
+
+    def _stop_at_boundary(self) -> None:
+        """Save exactly between two batches, then stop as the interrupt asked."""
+        self._interrupted = self._saved_interrupt = True
+        path = self._save(metric=None)
+        self.checkpoints.wait()
+        self._say(f"Interrupted: saved {path.name}; rerun the same code to continue from there.")
+        raise KeyboardInterrupt
 
     def log(self, **metrics: Any) -> bool:
         """Record metrics: inside `batches()` a step row, after it the epoch's row.
@@ -609,10 +617,11 @@ class Run:
             raise ConfigError("Call run.track(model, optimizer, ...) before the loop, so the run knows what to save.")
         batch, step, rng = self.batch, self.step, None
         if between_steps:  # a save asked for from inside the loop's body (interrupt, run.save())
-            if self._pending and self._steps_seen > self._steps_at_yield:
-                batch, step = batch + 1, step + 1  # the batch handed out is done: its step ran
-            elif self._in_epoch:
-                rng = self._boundary_rng  # continue from the last point between two batches
+            if self._pending:  # only after a second interrupt: stopped inside a step (best effort)
+                if self._steps_seen > self._steps_at_yield:
+                    batch, step = batch + 1, step + 1  # the batch handed out is done: its step ran
+            elif self._in_epoch and not self._in_batches:
+                rng = self._boundary_rng  # after the epoch's batches: continue from their end
         seconds = self._elapsed()
         rows = len(self.metrics)
         run = {

@@ -272,3 +272,20 @@ def test_loader_refuses_a_sampler_and_batches_needs_its_loader(tmp_path):
     plain = torch.utils.data.DataLoader(Rows(), batch_size=4)
     with pytest.raises(ConfigError, match="run.loader"):
         next(iter(run.batches(plain)))
+
+
+def test_the_loop_needs_track_first_and_logged_tensors_hold_no_graph(tmp_path):
+    run = colabkit.Run("y", epochs=1, root=tmp_path)
+    with pytest.raises(ConfigError, match=r"run.track\(model"):
+        next(iter(run.epochs()))
+    model = nn.Linear(5, 1)
+    run.track(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    loader = run.loader(Rows(), batch_size=20)
+    for _ in run.epochs():
+        for x, y in run.batches(loader):
+            loss = ((model(x).squeeze(1) - y) ** 2).mean()
+            run.log(train_loss=loss)
+            assert run.metrics.rows[-1]["train_loss"].grad_fn is None
+            loss.backward()
+        run.log(valid_loss=1.0)
+    assert [r["kind"] for r in read_rows(run.log_dir / "metrics.csv")] == ["step", "step", "epoch"]

@@ -449,6 +449,9 @@ class Run:
         """
         if self.finished:
             return
+        if self._tracked.get("model") is None:
+            raise ConfigError("Call run.track(model, optimizer, ...) before `for epoch in run.epochs():`, so the "
+                              "run knows what to save and restore.")
         self._write_config()
         handler = self._catch_interrupt()
         self._session_start = time.monotonic()
@@ -554,6 +557,8 @@ class Run:
             True when this epoch's `monitor` value is a new best (save your best
             outputs then); False otherwise, and for step rows.
         """
+        # tensors are kept detached (no autograd graph held) and turned into numbers when written
+        metrics = {k: (v.detach() if hasattr(v, "detach") else v) for k, v in metrics.items()}
         if self._in_batches:
             row = {"epoch": self.epoch + 1, "step": self.step + 1, "kind": "step", **metrics}
             self.metrics.add(row)
@@ -613,7 +618,7 @@ class Run:
 
     def _save(self, metric: Any, between_steps: bool = False) -> Path:
         tracked = self._tracked
-        if not tracked.get("model"):
+        if tracked.get("model") is None:
             raise ConfigError("Call run.track(model, optimizer, ...) before the loop, so the run knows what to save.")
         batch, step, rng = self.batch, self.step, None
         if between_steps:  # a save asked for from inside the loop's body (interrupt, run.save())

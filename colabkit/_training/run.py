@@ -282,7 +282,7 @@ class Run:
         self.stopper.load_state_dict(run.get("early_stop") or {})
         self._stopped_epoch = run.get("stopped_epoch")
         self.state.update(payload.get("extra", {}).get("user") or {})
-        self.metrics.restore(int(run.get("rows", 0)), self.step)
+        self.metrics.restore(int(run.get("rows", 0)), self.step, run.get("tail_start"), run.get("tail"))
         self._pending_rng = payload.get("rng")
         self.resumed = True
         where = (f"after epoch {self.epoch}" if self.batch == 0
@@ -629,9 +629,16 @@ class Run:
                 rng = self._boundary_rng  # after the epoch's batches: continue from their end
         seconds = self._elapsed()
         rows = len(self.metrics)
+        # metrics.csv is rewritten at the end of each epoch (and at most once a minute inside one);
+        # the rows after its last write travel in the checkpoint, so a resume loses none of them
+        end_of_epoch = metric is not None or not self._in_batches
+        if self.main and (end_of_epoch or time.monotonic() - self.metrics.last_write >= 60.0):
+            self.metrics.flush()
+        tail_start, tail = self.metrics.tail()
         run = {
             "format": RUN_FORMAT, "epoch": self.epoch, "batch": batch, "step": step, "seconds": seconds,
-            "rows": rows, "config": self.config, "structural": self.structural,
+            "rows": rows, "tail_start": tail_start, "tail": tail, "config": self.config,
+            "structural": self.structural,
             "early_stop": self.stopper.state_dict(), "stopped_epoch": self._stopped_epoch,
             "name": self.name,
         }
@@ -639,12 +646,9 @@ class Run:
                                tracked.get("scaler"), run=run, user=dict(self.state))
         if rng is not None:
             state["rng"] = _plain_rng(rng)
-        # metrics.csv first: it then always holds at least the rows of any published checkpoint
-        # (a resume keeps exactly those), even when a kill lands while the checkpoint is written
-        self.metrics.flush()
         path = self.checkpoints.save(state, epoch=self.epoch, step=step, metric=metric)
         self._last_save = time.monotonic()
-        if self.main:
+        if self.main and end_of_epoch:
             write_run_info(self.log_dir, {
                 "name": self.name, "monitor": self.monitor, "mode": self.mode, "patience": self.stopper.patience,
                 "best": self.stopper.best, "best_epoch": self.stopper.best_epoch,

@@ -102,10 +102,11 @@ def test_killed_at_five_steps_resumes_bit_identical_without_reloading(tmp_path, 
     final_start = start_of(lines)
     starts.append(final_start)
 
-    # every rerun continued from a later point, and most of them inside an epoch
+    # every rerun went on from its last published checkpoint (a kill can land before the save after
+    # the reported step is on disk, so two sessions may start at the same step), mostly inside an epoch
     steps = [step for _, _, step in starts]
-    assert steps[0] == 0 and steps == sorted(steps) and len(set(steps)) == len(steps), starts
-    assert sum(1 for _, batch, _ in starts if batch > 0) >= 3, starts
+    assert steps[0] == 0 and steps == sorted(steps) and len(set(steps)) >= 4, starts
+    assert sum(1 for _, batch, _ in set(starts) if batch > 0) >= 3, starts
     epoch, batch, step = final_start
     assert batch > 0 and step == epoch * STEPS_PER_EPOCH + batch, final_start
 

@@ -117,7 +117,12 @@ def _world() -> Processes:
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():
-            return Processes(rank=dist.get_rank(), world=dist.get_world_size())
+            device = None
+            if dist.get_backend() == "nccl":  # nccl collectives need tensors on this process's GPU
+                import torch
+
+                device = torch.device("cuda", torch.cuda.current_device())
+            return Processes(rank=dist.get_rank(), world=dist.get_world_size(), device=device)
     return Processes()
 
 

@@ -75,7 +75,7 @@ def test_rerun_of_a_finished_run_does_nothing_and_more_epochs_continue_exactly(t
     assert run.state.history == [0, 1]
     before = tree_digest(run.checkpoint_dir)
     capsys.readouterr()
-    again, model2 = train(tmp_path / "a", epochs=2)
+    _, model2 = train(tmp_path / "a", epochs=2)
     out = capsys.readouterr().out
     assert "is complete (2 of 2 epochs done); nothing to do" in out
     assert tree_digest(run.checkpoint_dir) == before  # nothing trained, nothing written
@@ -83,7 +83,7 @@ def test_rerun_of_a_finished_run_does_nothing_and_more_epochs_continue_exactly(t
     more, model3 = train(tmp_path / "a", epochs=3)
     assert "resumes after epoch 2" in capsys.readouterr().out
     assert more.epoch == 3 and more.state.history == [0, 1, 2]
-    straight, model4 = train(tmp_path / "b", epochs=3)
+    _, model4 = train(tmp_path / "b", epochs=3)
     assert same(weights(model3), weights(model4))  # 2 + 1 epochs == 3 epochs, bit for bit
 
 
@@ -102,7 +102,7 @@ def test_fresh_moves_the_old_run_aside_and_deletes_nothing(tmp_path, capsys):
 
 
 def test_a_changed_model_shape_stops_with_one_message_and_the_ways_on(tmp_path, capsys):
-    run, _ = train(tmp_path, epochs=1, hidden=8)
+    train(tmp_path, epochs=1, hidden=8)
     before = tree_digest(tmp_path)
     with pytest.raises(RunConfigError) as info:
         train(tmp_path, epochs=2, hidden=16)
@@ -203,7 +203,7 @@ def test_keyboard_interrupt_saves_between_steps_then_reraises_and_resumes_exactl
 
 
 def test_user_state_comes_back_as_dict_and_attributes(tmp_path):
-    run, _ = train(tmp_path, epochs=1)
+    train(tmp_path, epochs=1)
     run2, _ = train(tmp_path, epochs=2)
     assert run2.state["history"] == [0, 1] and run2.state.history == [0, 1]
     with pytest.raises(AttributeError, match="run.state has no 'missing'"):

@@ -137,9 +137,9 @@ def test_killed_at_five_steps_resumes_bit_identical_without_reloading(tmp_path, 
     # metrics.csv: one row per step and per epoch, as in the uninterrupted run (no duplicates)
     rows = read_rows(root / "logs" / "loop" / "metrics.csv")
     ref_rows = read_rows(tmp_path / "reference" / "logs" / "loop" / "metrics.csv")
-    key = lambda r: (r["kind"], r["epoch"], r["step"])  # noqa: E731
+    key = lambda r: (r["kind"], r["epoch"], r["step"])
     assert [key(r) for r in rows] == [key(r) for r in ref_rows]
     assert [r["step"] for r in rows if r["kind"] == "step"] == list(range(1, 17))
     assert [r["epoch"] for r in rows if r["kind"] == "epoch"] == [1, 2]
-    strip = lambda r: {k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
+    strip = lambda r: {k: v for k, v in r.items() if k != "seconds"}
     assert [strip(r) for r in rows] == [strip(r) for r in ref_rows]

@@ -14,8 +14,9 @@ import io
 import json
 import math
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .. import _fsio
 from ..errors import ConfigError, MissingDependencyError

@@ -30,8 +30,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any
 
 from .. import _fsio
 from .._state import capture_rng_state, restore_rng_state, training_state, unwrap_model
@@ -42,9 +43,6 @@ from .data import KeyedDataset, ResumableSampler
 from .distributed import Processes
 from .early_stop import EarlyStopping
 from .metrics import MetricsLog, plot_metrics, write_config, write_run_info
-
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
 
 RUN_FORMAT = "colabkit.run/1"
 DEFAULT_EVERY_MINUTES = 10.0
@@ -170,7 +168,8 @@ class Run:
                  fresh: bool = False, seed: int = 0, monitor: str = "valid_loss", mode: str = "min",
                  patience: int | None = None, keep_last: int = 3, tensorboard: bool = True,
                  quiet: bool = False) -> None:
-        from .. import CheckpointManager  # public API (the checkpoint package is private)
+        # the public name: colabkit._checkpoint is private (and being split up)
+        from .. import CheckpointManager
 
         self.name = _fsio.safe_component(name, "run name", "use a name like 'hw1' or 'resnet-lr3e-4'")
         self.config = _config.plain_config(config)

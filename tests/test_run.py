@@ -30,7 +30,8 @@ class Rows(torch.utils.data.Dataset):
         return self.x[i] + 0.1 * torch.randn(5, generator=g), self.y[i]
 
 
-def train(root, *, epochs=2, lr=0.05, hidden=8, data="rows-40", interrupt_at=None, valid=None, **kwargs):
+def train(root, *, epochs=2, lr=0.05, hidden=8, data="rows-40", interrupt_at=None, valid=None, batch_size=8,
+          dataset=None, **kwargs):
     """A student's loop on Run; returns (run, model)."""
     colabkit.seed_everything(0)
     config = {"epochs": epochs, "lr": lr, "hidden": hidden, "data": data}
@@ -38,7 +39,7 @@ def train(root, *, epochs=2, lr=0.05, hidden=8, data="rows-40", interrupt_at=Non
     model = nn.Sequential(nn.Linear(5, hidden), nn.Dropout(0.1), nn.Linear(hidden, 1))
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     run.track(model, optimizer)
-    loader = run.loader(Rows(), batch_size=8)
+    loader = run.loader(dataset or Rows(), batch_size=batch_size)
     for epoch in run.epochs():
         model.train()
         for x, y in run.batches(loader):
@@ -289,3 +290,20 @@ def test_the_loop_needs_track_first_and_logged_tensors_hold_no_graph(tmp_path):
             loss.backward()
         run.log(valid_loss=1.0)
     assert [r["kind"] for r in read_rows(run.log_dir / "metrics.csv")] == ["step", "step", "epoch"]
+
+
+def test_a_batch_size_changed_mid_epoch_goes_on_at_the_same_sample(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path, epochs=1, interrupt_at=3)  # 3 batches of 8 done: 24 samples
+
+    class Counting(Rows):
+        loaded = []
+
+        def __getitem__(self, i):
+            self.loaded.append(i)
+            return super().__getitem__(i)
+
+    data = Counting()
+    run, _ = train(tmp_path, epochs=1, batch_size=4, dataset=data)
+    order = colabkit.ResumableSampler(40, seed=0, num_replicas=1, rank=0).order(0)
+    assert data.loaded == order[24:] and run.step == 3 + 4

@@ -209,6 +209,7 @@ class Run:
         # where the loop stands
         self.epoch = 0             # epochs done (= the 0-based number of the epoch in progress)
         self.batch = 0             # batches done in the epoch in progress
+        self.position = 0          # samples done in the epoch in progress (where its sampler goes on)
         self.step = 0              # batches done in all
         self.seconds = 0.0         # training time in all, over every session
         self.resumed = False
@@ -282,6 +283,7 @@ class Run:
                                  + ", ".join(blocking) + " cannot change within a run)", self.changed)
         self._payload = payload
         self.epoch, self.batch, self.step = int(run["epoch"]), int(run["batch"]), int(run["step"])
+        self.position = int(run.get("position", 0))
         self.seconds = float(run.get("seconds", 0.0))
         self.stopper.load_state_dict(run.get("early_stop") or {})
         self._stopped_epoch = run.get("stopped_epoch")
@@ -501,7 +503,8 @@ class Run:
         if not self._in_epoch:
             raise ConfigError("run.batches(loader) goes inside `for epoch in run.epochs():`.")
         batch_size = loader.batch_size
-        sampler.set_epoch(self.epoch, self.batch * batch_size)
+        # the position is kept in samples: a batch size changed on a rerun goes on at the same sample
+        sampler.set_epoch(self.epoch, self.position)
         if self.batch:
             self._continue_rng()
         self._batch_size = batch_size
@@ -515,6 +518,7 @@ class Run:
                 if self._pending:  # the batch handed out last is done
                     self._pending = False
                     self.batch += 1
+                    self.position += batch_size
                     self.step += 1
                     if self._stop_requested:  # the stop button, pressed during that step
                         self._stop_at_boundary()
@@ -599,6 +603,7 @@ class Run:
             return
         self.epoch += 1
         self.batch = 0
+        self.position = 0
         row = {"epoch": self.epoch, "step": self.step, "kind": "epoch", **self._epoch_row}
         optimizer = self._tracked.get("optimizer")
         if optimizer is not None and optimizer.param_groups:
@@ -624,11 +629,12 @@ class Run:
         tracked = self._tracked
         if tracked.get("model") is None:
             raise ConfigError("Call run.track(model, optimizer, ...) before the loop, so the run knows what to save.")
-        batch, step, rng = self.batch, self.step, None
+        batch, step, rng, position = self.batch, self.step, None, self.position
         if between_steps:  # a save asked for from inside the loop's body (interrupt, run.save())
             if self._pending:  # only after a second interrupt: stopped inside a step (best effort)
                 if self._steps_seen > self._steps_at_yield:
                     batch, step = batch + 1, step + 1  # the batch handed out is done: its step ran
+                    position += self._batch_size
             elif self._in_epoch and not self._in_batches:
                 rng = self._boundary_rng  # after the epoch's batches: continue from their end
         seconds = self._elapsed()
@@ -640,7 +646,8 @@ class Run:
             self.metrics.flush()
         tail_start, tail = self.metrics.tail()
         run = {
-            "format": RUN_FORMAT, "epoch": self.epoch, "batch": batch, "step": step, "seconds": seconds,
+            "format": RUN_FORMAT, "epoch": self.epoch, "batch": batch, "position": position, "step": step,
+            "seconds": seconds,
             "rows": rows, "tail_start": tail_start, "tail": tail, "config": self.config,
             "structural": self.structural,
             "early_stop": self.stopper.state_dict(), "stopped_epoch": self._stopped_epoch,

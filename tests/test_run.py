@@ -307,3 +307,13 @@ def test_a_batch_size_changed_mid_epoch_goes_on_at_the_same_sample(tmp_path):
     run, _ = train(tmp_path, epochs=1, batch_size=4, dataset=data)
     order = colabkit.ResumableSampler(40, seed=0, num_replicas=1, rank=0).order(0)
     assert data.loaded == order[24:] and run.step == 3 + 4
+
+
+def test_a_random_split_subset_loads_through_run_loader(tmp_path):
+    # the course sample splits with random_split: a torch Subset has __getitems__, which the
+    # loader must not be handed through Run's (seed, epoch, index) keys
+    train_set, _valid_set = torch.utils.data.random_split(Rows(), [32, 8], generator=torch.Generator().manual_seed(0))
+    run, model = train(tmp_path, epochs=1, dataset=train_set)
+    assert run.finished
+    again, model2 = train(tmp_path / "again", epochs=1, dataset=train_set)
+    assert same(weights(model), weights(model2))

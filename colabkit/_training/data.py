@@ -120,7 +120,9 @@ class KeyedDataset:
             _current.key = None
 
     def __getattr__(self, name: str) -> Any:
-        if name == "dataset":
+        # never forward special names: DataLoader looks up `__getitems__` (a torch Subset, what
+        # random_split returns, has one) and would hand it our (seed, epoch, index) keys
+        if name == "dataset" or (name.startswith("__") and name.endswith("__")):
             raise AttributeError(name)
         return getattr(self.dataset, name)
 

@@ -7,8 +7,10 @@ The file is published atomically, like a checkpoint.
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,17 +57,29 @@ def save_model(model: torch.nn.Module, path: str | os.PathLike[str]) -> Path:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.suffix.lower() == SAFETENSORS_SUFFIX:
-            from safetensors.torch import save_model as st_save_model
-
-            _fsio.publish(lambda tmp: st_save_model(bare, str(tmp)), target)
+            _fsio.publish(lambda tmp: _write_safetensors(bare, tmp), target)
         else:
-            import torch
+            from ._checkpoint.torch_io import write_torch
 
             state = {k: v.detach().cpu() for k, v in bare.state_dict().items()}
-            _fsio.publish(lambda tmp: torch.save(state, str(tmp)), target)
+            _fsio.publish(lambda tmp: write_torch(state, tmp), target)
     except OSError as exc:
         raise _fsio.write_error(exc, "the model", target) from exc
     return target
+
+
+def _write_safetensors(model: Any, tmp: Path) -> None:
+    """safetensors' save_model, with its I/O failure turned back into the OSError it wraps."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_model as st_save_model
+
+    try:
+        st_save_model(model, str(tmp))
+    except SafetensorError as exc:
+        # the Rust io::Error it wraps prints as "Os { code: 28, kind: StorageFull, ... }"
+        code = re.search(r"\bcode: (\d+)", str(exc))
+        number = int(code.group(1)) if code else errno.EIO
+        raise OSError(number, os.strerror(number)) from exc
 
 
 def load_model(model: torch.nn.Module, path: str | os.PathLike[str], map_location: Any = "cpu",
@@ -128,10 +142,10 @@ def _read(source: Path, map_location: Any) -> dict[str, Any]:
             if dropped not in tensors and kept in tensors:
                 tensors[dropped] = tensors[kept]
         return tensors
-    from ._checkpoint.manager import _load_file, _unwrap
+    from ._checkpoint.torch_io import load_file, unwrap_payload
 
     try:
-        state = _unwrap(_load_file(source, map_location))
+        state = unwrap_payload(load_file(source, map_location))
     except CheckpointError:
         raise
     except Exception as exc:  # noqa: BLE001 - truncated or foreign files raise many kinds

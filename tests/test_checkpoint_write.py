@@ -177,17 +177,17 @@ def test_async_snapshots_copy_every_kind_of_tensor_exactly(tmp_path):
 
 
 def test_a_second_async_save_waits_for_the_first(tmp_path, monkeypatch):
-    import colabkit._checkpoint.manager as checkpoint
+    import colabkit._checkpoint.torch_io as checkpoint
 
     release, running = threading.Event(), []
-    original = checkpoint._torch_save
+    original = checkpoint.write_torch
 
     def slow_save(payload, tmp):
         running.append(payload["meta"]["seq"])
         assert release.wait(10)
-        original(payload, tmp)
+        return original(payload, tmp)
 
-    monkeypatch.setattr(checkpoint, "_torch_save", slow_save)
+    monkeypatch.setattr(checkpoint, "write_torch", slow_save)
     ckpt = CheckpointManager(tmp_path / "ck", async_save=True)
     ckpt.save({"w": torch.ones(3)}, epoch=1)
     second = threading.Thread(target=ckpt.save, args=({"w": torch.ones(3)},), kwargs={"epoch": 2})
@@ -205,18 +205,18 @@ def test_a_second_async_save_waits_for_the_first(tmp_path, monkeypatch):
 def test_readers_right_after_an_async_save_see_it(tmp_path, monkeypatch, reader):
     """They wait for the write in flight before listing the folder: listed earlier, the
     checkpoint that write retires looked current, and then it was gone."""
-    import colabkit._checkpoint.manager as checkpoint
+    import colabkit._checkpoint.torch_io as checkpoint
 
-    original = checkpoint._torch_save
+    original = checkpoint.write_torch
 
     def slow_save(payload, tmp):
         time.sleep(0.3)  # still writing when the reader starts
-        original(payload, tmp)
+        return original(payload, tmp)
 
     ckpt = CheckpointManager(tmp_path / "ck", keep_last=1, monitor="max", async_save=True)
     ckpt.save({"weight": torch.zeros(4, 3), "bias": torch.zeros(4)}, epoch=1, metric=1.0)
     ckpt.wait()
-    monkeypatch.setattr(checkpoint, "_torch_save", slow_save)
+    monkeypatch.setattr(checkpoint, "write_torch", slow_save)
     newest = ckpt.save({"weight": torch.ones(4, 3), "bias": torch.ones(4)}, epoch=2, metric=2.0)
     if reader == "resume":
         model = torch.nn.Linear(3, 4)
@@ -255,7 +255,7 @@ def test_context_manager_flushes_and_reraises(tmp_path):
     (errno.EFBIG, "larger than this system allows", "save less state"),
     (errno.EROFS, "read-only", "remount Drive writable"),
     (errno.ENOTCONN, "Transport endpoint is not connected", "force_remount=True"),
-    (errno.ELOOP, "Too many levels of symbolic links", "try again"),
+    (errno.ELOOP, "symbolic link loop", "choose a path without symbolic links"),
 ])
 def test_every_write_error_names_the_cause_and_the_fix(code, cause, fix):
     from colabkit._fsio import write_error

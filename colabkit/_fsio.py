@@ -61,11 +61,20 @@ def parse_hash(spec: str) -> tuple[str, str]:
     return algorithm, digest
 
 
+def new_hash(algorithm: str) -> Any:
+    """A hashlib-style object: any hashlib name, or "xxh3_128" (checkpoints' fast integrity hash)."""
+    if algorithm == "xxh3_128":
+        import xxhash
+
+        return xxhash.xxh3_128()
+    return hashlib.new(algorithm)
+
+
 class MultiHasher:
     """Feeds the same bytes to several hashlib objects and counts them."""
 
     def __init__(self, algorithms: tuple[str, ...] | list[str] = ("sha256",)) -> None:
-        self._hashes = {name: hashlib.new(name) for name in dict.fromkeys(algorithms)}
+        self._hashes = {name: new_hash(name) for name in dict.fromkeys(algorithms)}
         self.count = 0
 
     def update(self, data: bytes | memoryview) -> None:

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import mmap
 import os
 import pickle
@@ -47,11 +46,7 @@ def unwrap_payload(payload: Any) -> Any:
 
 
 def new_hasher(algorithm: str = HASH_ALGORITHM) -> Any:
-    if algorithm == HASH_ALGORITHM:
-        import xxhash
-
-        return xxhash.xxh3_128()
-    return hashlib.new(algorithm)
+    return _fsio.new_hash(algorithm)
 
 
 class _HashingFile:

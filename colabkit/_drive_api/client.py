@@ -977,7 +977,9 @@ class CheckpointMirror:
         target = self.directory / item.name
         client._call(lambda: client._download_once(item, target, progress), f"downloading {item.name!r}")
         if sha256 is not None:
-            if _fsio.hash_file(target)["sha256"] != sha256:
+            algorithm, _, digest = sha256.rpartition(":")  # "xxh3_128:<hex>", "sha256:<hex>" or bare sha256 hex
+            algorithm = algorithm or "sha256"
+            if _fsio.hash_file(target, algorithm)[algorithm] != digest:
                 target.unlink()
                 log.warning("Drive's copy of %s does not match the manifest's sha256; trying an older one.",
                             item.name)

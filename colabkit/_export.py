@@ -76,9 +76,9 @@ def _write_safetensors(model: Any, tmp: Path) -> None:
     try:
         st_save_model(model, str(tmp))
     except SafetensorError as exc:
-        # the Rust io::Error it wraps prints as "Os { code: 28, kind: StorageFull, ... }"
-        code = re.search(r"\bcode: (\d+)", str(exc))
-        number = int(code.group(1)) if code else errno.EIO
+        # the Rust io::Error it wraps prints as "... (os error 28)" (older: "Os { code: 28, ... }")
+        code = re.search(r"os error (\d+)|\bcode: (\d+)", str(exc))
+        number = int(code.group(1) or code.group(2)) if code else errno.EIO
         raise OSError(number, os.strerror(number)) from exc
 
 

@@ -266,3 +266,66 @@ def test_every_write_error_names_the_cause_and_the_fix(code, cause, fix):
     text = str(error)
     assert text.startswith("Could not write checkpoint /d/ckpt-000001.pt: ")
     assert cause in text and fix in text and "To fix:" in text
+
+
+# ------------------------------------------------------------------ a failed save frees its space
+
+_FREES_SPACE = textwrap.dedent("""
+    import json, os, resource, signal, sys, torch, colabkit
+    from colabkit.errors import CheckpointWriteError
+    folder = sys.argv[1]
+
+    def open_deleted():
+        found = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            if target.endswith("(deleted)") or (folder in target and target.endswith(".tmp")):
+                found.append(target)
+        return found
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))  # writes past 1 MB: EFBIG
+    report = {}
+    for mode in ("sync", "async"):
+        ckpt = colabkit.CheckpointManager(os.path.join(folder, mode), async_save=mode == "async")
+        try:
+            ckpt.save({"w": torch.zeros(1 << 20)}, epoch=1)  # 4 MB
+            ckpt.wait()
+            report[mode] = "saved"
+        except CheckpointWriteError as exc:
+            report[mode] = [exc.errno, open_deleted()]
+        small = ckpt.save({"w": torch.arange(16, dtype=torch.float32)}, epoch=2)  # 64 bytes of tensor
+        ckpt.wait()
+        report[mode + "_small"] = [small.name, ckpt.load(small)["w"].tolist() == list(range(16))]
+    model = torch.nn.Linear(1024, 1024)
+    for name in ("model.safetensors", "model.pt"):
+        try:
+            colabkit.save_model(model, os.path.join(folder, name))
+            report[name] = "saved"
+        except Exception as exc:
+            report[name] = [type(exc).__name__, getattr(exc, "errno", None), str(exc), open_deleted()]
+    report["left"] = sorted(n for d, _, names in os.walk(folder) for n in names if n.endswith(".tmp"))
+    print(json.dumps(report))
+""")
+
+
+def test_a_failed_save_keeps_no_descriptor_to_its_deleted_temp_and_the_next_small_save_works(tmp_path):
+    """Issue 10 item 6: the temp of a failed write stayed open (through torch's writer kept in the
+    exception), so its space was never freed and every later save failed on a full disk."""
+    folder = tmp_path / "ck"
+    folder.mkdir()
+    result = subprocess.run([sys.executable, "-c", _FREES_SPACE, str(folder)], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    for mode in ("sync", "async"):
+        assert report[mode] == [errno.EFBIG, []], report[mode]  # the real errno; nothing deleted held open
+        assert report[mode + "_small"] == ["ckpt-000001-epoch0002.pt", True]  # the failed one left no trace
+    for name in ("model.safetensors", "model.pt"):
+        kind, code, message, held = report[name]
+        assert (kind, code, held) == ("CheckpointWriteError", errno.EFBIG, []), report[name]
+        assert "larger than this system allows" in message and "To fix:" in message
+    assert report["left"] == []

@@ -329,3 +329,38 @@ def test_a_failed_save_keeps_no_descriptor_to_its_deleted_temp_and_the_next_smal
         assert (kind, code, held) == ("CheckpointWriteError", errno.EFBIG, []), report[name]
         assert "larger than this system allows" in message and "To fix:" in message
     assert report["left"] == []
+
+
+@pytest.mark.parametrize("memory, held_after_write", [("reuse", True), ("free", False)])
+def test_async_memory_says_whether_the_snapshot_is_kept_between_saves(tmp_path, monkeypatch, memory,
+                                                                      held_after_write):
+    import gc
+    import weakref
+
+    import colabkit._checkpoint.torch_io as torch_io
+
+    snapshots = []
+    original = torch_io.write_torch
+
+    def spy(payload, tmp):
+        snapshots.append(weakref.ref(payload["state"]["w"]))
+        return original(payload, tmp)
+
+    monkeypatch.setattr(torch_io, "write_torch", spy)
+    state = {"w": torch.ones(1 << 16)}
+    ckpt = CheckpointManager(tmp_path / "ck", async_save=True, async_memory=memory)
+    ckpt.save(state, epoch=1)
+    ckpt.wait()
+    gc.collect()
+    assert (snapshots[0]() is not None) is held_after_write
+    assert snapshots[0]() is not state["w"]  # a copy, never the training tensor itself
+    ckpt.save(state, epoch=2)
+    ckpt.wait()
+    if memory == "reuse":
+        assert snapshots[1]() is snapshots[0]()  # copied into the same buffer
+    ckpt.close()  # gives the kept buffer back
+    gc.collect()
+    assert all(ref() is None for ref in snapshots)
+    assert torch.equal(ckpt.load()["w"], state["w"])
+    with pytest.raises(colabkit.errors.ConfigError, match="async_memory"):
+        CheckpointManager(tmp_path / "ck", async_memory="none")

@@ -82,5 +82,4 @@ def publish(tmp: Path, final: Path) -> None:
             "writes into the folder). Nothing was overwritten. To fix: give each program its own "
             "checkpoint folder."
         )
-    os.replace(tmp, final)
-    _fsio.fsync_dir(final.parent)
+    os.replace(tmp, final)  # made durable by the manifest's folder fsync that follows

@@ -37,7 +37,7 @@ from ..errors import (
 )
 from . import folder, manifest, ranks, torch_io
 from .manifest import MANIFEST_NAME, Entry
-from .writer import ASYNC_MEMORY, BackgroundWriter, Snapshots
+from .writer import ASYNC_MEMORY, BackgroundWriter, Snapshots, release_memory
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -250,8 +250,17 @@ class CheckpointManager:
         except BaseException:
             _fsio.retire(job.tmp)
             raise
-        self._writer.start(lambda: self._write(snapshot, job))
+        self._writer.start(lambda box=[snapshot]: self._write_snapshot(box, job))
+        del snapshot
         return final
+
+    def _write_snapshot(self, box: list[Any], job: _Job) -> None:
+        """The writer thread's work; with async_memory="free" the snapshot is gone when it returns."""
+        try:
+            self._write(box.pop(), job)
+        finally:
+            if self.async_memory == "free":
+                release_memory()
 
     def wait(self) -> None:
         """Block until a background save has finished; raise its error if it failed.

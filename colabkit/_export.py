@@ -29,6 +29,7 @@ _REDO = ("Copy it again (a file Drive has not finished syncing is cut short), or
 
 
 def has_safetensors() -> bool:
+    """Whether the safetensors package is installed (it picks save_model's default format)."""
     return importlib.util.find_spec("safetensors") is not None
 
 
@@ -38,7 +39,18 @@ def save_model(model: torch.nn.Module, path: str | os.PathLike[str]) -> Path:
     The suffix picks the format: `.safetensors`, or `.pt` / `.pth` / `.bin`
     for a torch state_dict. Without one of those, safetensors is used when it
     is installed (".safetensors" is appended), else a state_dict (".pt").
-    Tied weights are stored once.
+    Tied weights are stored once. The file is published atomically.
+
+    Args:
+        model: The model (DDP / DataParallel / torch.compile wrappers are unwrapped).
+        path: Where to write; see above for the suffix.
+
+    Returns:
+        The file written (with the suffix chosen).
+
+    Raises:
+        CheckpointWriteError: The file cannot be written (disk full, quota,
+            permission, file size); names the cause and the fix.
     """
     target = Path(path).expanduser()
     suffix = target.suffix.lower()
@@ -87,8 +99,23 @@ def load_model(model: torch.nn.Module, path: str | os.PathLike[str], map_locatio
     """Load weights saved by `save_model` (or any state_dict file) into `model`; returns it.
 
     A file that does not fit the model raises ModelMismatchError naming the
-    missing, unexpected and wrongly shaped keys (strict=False loads what fits
-    and ignores missing or unexpected keys, never wrong shapes).
+    missing, unexpected and wrongly shaped keys.
+
+    Args:
+        model: The model to load into (wrappers are unwrapped).
+        path: A `.safetensors` file, or a `.pt` / `.pth` / `.bin` state_dict
+            (a training_state's weights are taken too); always a safe load.
+        map_location: Where the tensors go ("cpu" by default).
+        strict: False loads what fits and ignores missing or unexpected keys
+            (never wrong shapes).
+
+    Returns:
+        `model`, with the weights loaded.
+
+    Raises:
+        CheckpointError: The file is missing, unreadable or not a state_dict.
+        ModelMismatchError: The weights do not fit the model.
+        MissingDependencyError: A safetensors file without the package.
     """
     source = Path(path).expanduser()
     if not source.is_file():

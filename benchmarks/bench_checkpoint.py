@@ -29,8 +29,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ._common import Figure
 
@@ -50,7 +51,6 @@ def _build(megabytes: int) -> tuple[Any, Any]:
     width = max(1, params // (1024 * layers))
     model = torch.nn.Sequential(*(torch.nn.Linear(1024, width, bias=False) for _ in range(layers)))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    model(torch.randn(2, 1024)).sum().backward() if layers == 1 else None
     for p in model.parameters():
         p.grad = torch.zeros_like(p)
     optimizer.step()

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import _fsio
-from .errors import CheckpointError, ModelMismatchError
 from ._state import unwrap_model
+from .errors import CheckpointError, ModelMismatchError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -175,7 +175,7 @@ def _read(source: Path, map_location: Any) -> dict[str, Any]:
         state = unwrap_payload(load_file(source, map_location))
     except CheckpointError:
         raise
-    except Exception as exc:  # noqa: BLE001 - truncated or foreign files raise many kinds
+    except Exception as exc:
         raise CheckpointError(
             f"{source} is unreadable or truncated ({type(exc).__name__}: {exc}). {_REDO}"
         ) from exc

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -16,7 +15,11 @@ import torch
 import xxhash
 
 import colabkit
-from colabkit._checkpoint.manager import MANIFEST_NAME, CheckpointManager, CheckpointWarning
+from colabkit._checkpoint.manager import (
+    MANIFEST_NAME,
+    CheckpointManager,
+    CheckpointWarning,
+)
 from colabkit.errors import (
     CheckpointError,
     ConfigError,
@@ -368,7 +371,7 @@ def test_malicious_newest_is_skipped_for_the_good_one(tmp_path):
 
 def test_a_gpu_checkpoint_loads_on_a_cpu_only_runtime(tmp_path, monkeypatch):
     """The file is written exactly as a CUDA run writes it (storages tagged "cuda:0")."""
-    import torch.serialization as serialization
+    from torch import serialization
 
     monkeypatch.setattr(serialization, "location_tag", lambda storage: "cuda:0")
     ckpt = CheckpointManager(tmp_path / "ck")

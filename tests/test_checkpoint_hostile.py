@@ -13,7 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from colabkit._checkpoint.manager import MANIFEST_NAME, CheckpointManager, CheckpointWarning
+from colabkit._checkpoint.manager import (
+    MANIFEST_NAME,
+    CheckpointManager,
+    CheckpointWarning,
+)
 
 
 def _snapshot(folder: Path, skip: Path) -> dict[str, bytes]:

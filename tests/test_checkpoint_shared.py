@@ -11,7 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from colabkit._checkpoint.manager import MANIFEST_NAME, CheckpointManager, CheckpointWarning
+from colabkit._checkpoint.manager import (
+    MANIFEST_NAME,
+    CheckpointManager,
+    CheckpointWarning,
+)
 
 WRITER = Path(__file__).with_name("_ckpt_writer.py")
 

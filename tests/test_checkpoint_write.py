@@ -337,7 +337,7 @@ def test_async_memory_says_whether_the_snapshot_is_kept_between_saves(tmp_path, 
     import gc
     import weakref
 
-    import colabkit._checkpoint.torch_io as torch_io
+    from colabkit._checkpoint import torch_io
 
     snapshots = []
     original = torch_io.write_torch

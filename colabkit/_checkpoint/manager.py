@@ -26,7 +26,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import _fsio
-from .._state import check_plain, is_training_state, restore_training_state, unwrap_model
+from .._state import (
+    check_plain,
+    is_training_state,
+    restore_training_state,
+    unwrap_model,
+)
 from .._version import __version__
 from ..errors import (
     CheckpointError,

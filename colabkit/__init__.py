@@ -48,6 +48,7 @@ _EXPORTS: dict[str, str] = {
     "stage": "_stage",
     # checkpoint
     "CheckpointManager": "_checkpoint.manager",
+    "CheckpointWarning": "_checkpoint.manager",
     "ResumeInfo": "_checkpoint.manager",
     # state
     "training_state": "_state",
@@ -78,7 +79,7 @@ __all__ = sorted([*_EXPORTS, "__version__", "errors"])
 if TYPE_CHECKING:  # pragma: no cover - for editors and type checkers only
     from ._extension import load_ipython_extension
     from ._archive import extract
-    from ._checkpoint.manager import CheckpointManager, ResumeInfo
+    from ._checkpoint.manager import CheckpointManager, CheckpointWarning, ResumeInfo
     from ._status import GPUInfo, Status, device, status
     from ._drive import flush_drive, mount_drive
     from ._drive_api.client import DriveClient, DriveFile, SyncResult

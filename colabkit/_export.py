@@ -7,15 +7,17 @@ The file is published atomically, like a checkpoint.
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import _fsio
-from .errors import CheckpointError, ModelMismatchError
 from ._state import unwrap_model
+from .errors import CheckpointError, ModelMismatchError
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -27,6 +29,7 @@ _REDO = ("Copy it again (a file Drive has not finished syncing is cut short), or
 
 
 def has_safetensors() -> bool:
+    """Whether the safetensors package is installed (it picks save_model's default format)."""
     return importlib.util.find_spec("safetensors") is not None
 
 
@@ -36,7 +39,18 @@ def save_model(model: torch.nn.Module, path: str | os.PathLike[str]) -> Path:
     The suffix picks the format: `.safetensors`, or `.pt` / `.pth` / `.bin`
     for a torch state_dict. Without one of those, safetensors is used when it
     is installed (".safetensors" is appended), else a state_dict (".pt").
-    Tied weights are stored once.
+    Tied weights are stored once. The file is published atomically.
+
+    Args:
+        model: The model (DDP / DataParallel / torch.compile wrappers are unwrapped).
+        path: Where to write; see above for the suffix.
+
+    Returns:
+        The file written (with the suffix chosen).
+
+    Raises:
+        CheckpointWriteError: The file cannot be written (disk full, quota,
+            permission, file size); names the cause and the fix.
     """
     target = Path(path).expanduser()
     suffix = target.suffix.lower()
@@ -55,17 +69,29 @@ def save_model(model: torch.nn.Module, path: str | os.PathLike[str]) -> Path:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.suffix.lower() == SAFETENSORS_SUFFIX:
-            from safetensors.torch import save_model as st_save_model
-
-            _fsio.publish(lambda tmp: st_save_model(bare, str(tmp)), target)
+            _fsio.publish(lambda tmp: _write_safetensors(bare, tmp), target)
         else:
-            import torch
+            from ._checkpoint.torch_io import write_torch
 
             state = {k: v.detach().cpu() for k, v in bare.state_dict().items()}
-            _fsio.publish(lambda tmp: torch.save(state, str(tmp)), target)
+            _fsio.publish(lambda tmp: write_torch(state, tmp), target)
     except OSError as exc:
         raise _fsio.write_error(exc, "the model", target) from exc
     return target
+
+
+def _write_safetensors(model: Any, tmp: Path) -> None:
+    """safetensors' save_model, with its I/O failure turned back into the OSError it wraps."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_model as st_save_model
+
+    try:
+        st_save_model(model, str(tmp))
+    except SafetensorError as exc:
+        # the Rust io::Error it wraps prints as "... (os error 28)" (older: "Os { code: 28, ... }")
+        code = re.search(r"os error (\d+)|\bcode: (\d+)", str(exc))
+        number = int(code.group(1) or code.group(2)) if code else errno.EIO
+        raise OSError(number, os.strerror(number)) from exc
 
 
 def load_model(model: torch.nn.Module, path: str | os.PathLike[str], map_location: Any = "cpu",
@@ -73,8 +99,23 @@ def load_model(model: torch.nn.Module, path: str | os.PathLike[str], map_locatio
     """Load weights saved by `save_model` (or any state_dict file) into `model`; returns it.
 
     A file that does not fit the model raises ModelMismatchError naming the
-    missing, unexpected and wrongly shaped keys (strict=False loads what fits
-    and ignores missing or unexpected keys, never wrong shapes).
+    missing, unexpected and wrongly shaped keys.
+
+    Args:
+        model: The model to load into (wrappers are unwrapped).
+        path: A `.safetensors` file, or a `.pt` / `.pth` / `.bin` state_dict
+            (a training_state's weights are taken too); always a safe load.
+        map_location: Where the tensors go ("cpu" by default).
+        strict: False loads what fits and ignores missing or unexpected keys
+            (never wrong shapes).
+
+    Returns:
+        `model`, with the weights loaded.
+
+    Raises:
+        CheckpointError: The file is missing, unreadable or not a state_dict.
+        ModelMismatchError: The weights do not fit the model.
+        MissingDependencyError: A safetensors file without the package.
     """
     source = Path(path).expanduser()
     if not source.is_file():
@@ -128,13 +169,13 @@ def _read(source: Path, map_location: Any) -> dict[str, Any]:
             if dropped not in tensors and kept in tensors:
                 tensors[dropped] = tensors[kept]
         return tensors
-    from ._checkpoint.manager import _load_file, _unwrap
+    from ._checkpoint.torch_io import load_file, unwrap_payload
 
     try:
-        state = _unwrap(_load_file(source, map_location))
+        state = unwrap_payload(load_file(source, map_location))
     except CheckpointError:
         raise
-    except Exception as exc:  # noqa: BLE001 - truncated or foreign files raise many kinds
+    except Exception as exc:
         raise CheckpointError(
             f"{source} is unreadable or truncated ({type(exc).__name__}: {exc}). {_REDO}"
         ) from exc

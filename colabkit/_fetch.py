@@ -673,7 +673,7 @@ def _download_with_drive_api(
     The size bound is checked once the file is in the temp folder (drive_api
     streams it itself); the deadline does not apply to this backend.
     """
-    from ._drive_api.client import default_client
+    from ._drive_api.session import default_client
 
     client = default_client()
     for leftover in staging.iterdir():
@@ -933,7 +933,7 @@ def _download_folder(source: Source, staging: Path, *, options: _Options) -> Pat
     result is one safe component, checked before anything is published.
     """
     if options.private:
-        from ._drive_api.client import default_client
+        from ._drive_api.session import default_client
 
         root = default_client().download_folder(source.drive_id, staging, progress=not options.quiet)
         _check_tree(root, staging, source, options.max_size)
@@ -1036,7 +1036,7 @@ def not_public_message(source: Source | str) -> str:
         "Share -> General access -> 'Anyone with the link', then fetch again; otherwise ask its owner "
         "to do so, or download it through the Drive API with an account that can read it"
     )
-    from ._drive_api.client import is_signed_in
+    from ._drive_api.session import is_signed_in
 
     if is_signed_in():  # the Drive API is set up here: say exactly how
         given = getattr(source, "drive_id", None) or str(source)

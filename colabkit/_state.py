@@ -29,7 +29,18 @@ def seed_everything(seed: int, *, deterministic: bool = True) -> int:
     deterministic=True also selects deterministic cuDNN kernels (no autotuning),
     asks torch for deterministic algorithms (a warning, not an error, where an
     op has none) and sets CUBLAS_WORKSPACE_CONFIG, which deterministic cuBLAS
-    needs. Returns the seed so it can be logged or stored in the training state.
+    needs.
+
+    Args:
+        seed: An integer in [0, 2**32).
+        deterministic: Also ask for deterministic kernels (slower on GPU, the
+            same result on every run).
+
+    Returns:
+        The seed, so it can be logged or stored in the training state.
+
+    Raises:
+        ConfigError: `seed` is not an integer in range.
     """
     import numpy as np
     import torch
@@ -54,6 +65,10 @@ def seed_worker(worker_id: int) -> None:
     torch gives every worker its own seed (base seed + worker id) but leaves
     `random` and NumPy alone, so augmentations drawn from them would repeat
     across workers and runs.
+
+    Args:
+        worker_id: The worker's index (given by the DataLoader; unused, as
+            torch's per-worker seed already includes it).
     """
     import numpy as np
     import torch
@@ -66,10 +81,15 @@ def seed_worker(worker_id: int) -> None:
 def dataloader_seeding(seed: int) -> dict[str, Any]:
     """Keyword arguments for a reproducible DataLoader: `DataLoader(ds, **dataloader_seeding(0))`.
 
-    Returns {"generator": a seeded torch.Generator, "worker_init_fn": seed_worker}.
     Pass the same generator to `training_state(..., generator=g)` and
-    `restore_training_state(..., generator=g)` so a resumed run shuffles the
-    remaining epochs the same way.
+    `restore_training_state(..., generator=g)` (or `CheckpointManager.resume(...,
+    generator=g)`) so a resumed run shuffles the remaining epochs the same way.
+
+    Args:
+        seed: The seed of the loader's own generator (shuffle order, worker seeds).
+
+    Returns:
+        {"generator": a seeded torch.Generator, "worker_init_fn": seed_worker}.
     """
     import torch
 
@@ -220,9 +240,21 @@ def training_state(
     """Everything needed to continue training exactly: weights, optimizer, scheduler,
     AMP scaler, RNG states (and a DataLoader generator's), plus your extras.
 
-    Extras are plain data: epoch, best metric, early-stop counter, config
-    (e.g. `config=dataclasses.asdict(cfg)`), the batch size a search chose.
-    NumPy scalars are turned into Python numbers.
+    Args:
+        model: The model (DDP / DataParallel / torch.compile wrappers are unwrapped).
+        optimizer: Its optimizer, or None.
+        scheduler: Its learning-rate scheduler, or None.
+        scaler: Its AMP GradScaler, or None.
+        generator: A DataLoader's torch.Generator whose state to keep, or None.
+        **extra: Plain data to keep: epoch, best metric, early-stop counter,
+            config (e.g. `config=dataclasses.asdict(cfg)`), the batch size a
+            search chose. NumPy scalars are turned into Python numbers.
+
+    Returns:
+        A dict of tensors and plain data, for `CheckpointManager.save()`.
+
+    Raises:
+        ConfigError: An extra is not plain data (a safe load could not read it back).
     """
     extras = {key: _plain_extra(value) for key, value in extra.items()}
     check_plain(extras, "extra")
@@ -257,6 +289,22 @@ def restore_training_state(
 
     Call it after building model, optimizer, scheduler and scaler the same way
     as in the run that saved it (the model already on its device).
+
+    Args:
+        state: A dict made by `training_state` (e.g. from `CheckpointManager.load()`).
+        model: The model to load the weights into.
+        optimizer: The optimizer to restore, or None.
+        scheduler: The scheduler to restore, or None.
+        scaler: The AMP GradScaler to restore, or None.
+        generator: A DataLoader's torch.Generator to restore, or None.
+        strict: As for `load_state_dict`: every key must match.
+
+    Returns:
+        The extras given to `training_state`.
+
+    Raises:
+        ConfigError: `state` is not a training state, or holds no state for
+            an object passed.
     """
     if not is_training_state(state):
         raise ConfigError(

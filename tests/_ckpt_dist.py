@@ -24,15 +24,15 @@ def main(directory: str, out: str) -> None:
     model = torch.nn.Linear(8, 4)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     report: dict = {"rank": rank, "pid": os.getpid(), "sync": [], "async": [], "files_written": 0}
-    import colabkit._checkpoint.manager as checkpoint
+    import colabkit._checkpoint.torch_io as checkpoint
 
-    real_save = checkpoint._torch_save
+    real_save = checkpoint.write_torch
 
     def counting_save(payload, tmp):  # a spy: counts the checkpoint files this rank writes
         report["files_written"] += 1
-        real_save(payload, tmp)
+        return real_save(payload, tmp)
 
-    checkpoint._torch_save = counting_save
+    checkpoint.write_torch = counting_save
     sync = colabkit.CheckpointManager(Path(directory) / "sync", keep_last=10)
     background = colabkit.CheckpointManager(Path(directory) / "async", keep_last=10, async_save=True)
     for epoch in range(3):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -13,9 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import xxhash
 
 import colabkit
-from colabkit._checkpoint.manager import MANIFEST_NAME, CheckpointManager, CheckpointWarning
+from colabkit._checkpoint.manager import (
+    MANIFEST_NAME,
+    CheckpointManager,
+    CheckpointWarning,
+)
 from colabkit.errors import (
     CheckpointError,
     ConfigError,
@@ -66,7 +70,7 @@ def test_save_publishes_file_and_manifest_and_load_returns_the_state_exactly(tmp
     entry, = manifest(folder)["checkpoints"]
     data = path.read_bytes()
     assert entry["file"] == path.name
-    assert entry["sha256"] == "sha256:" + hashlib.sha256(data).hexdigest()
+    assert entry["hash"] == "xxh3_128:" + xxhash.xxh3_128(data).hexdigest()
     assert entry["size"] == len(data)
     assert (entry["epoch"], entry["step"], entry["metric"]) == (3, 120, 0.25)
     assert entry["time"].endswith("Z")
@@ -112,7 +116,7 @@ def test_save_never_reads_back_the_file_it_wrote(tmp_path, monkeypatch):
     assert ckpt_files(ckpt.directory) == sorted({ckpt.best().name, paths[-2].name, paths[-1].name})
     for entry in manifest(ckpt.directory)["checkpoints"]:
         data = (ckpt.directory / entry["file"]).read_bytes()
-        assert entry["sha256"] == "sha256:" + hashlib.sha256(data).hexdigest()
+        assert entry["hash"] == "xxh3_128:" + xxhash.xxh3_128(data).hexdigest()
 
 
 def test_best_changes_and_the_old_best_is_retired(tmp_path):
@@ -211,7 +215,7 @@ def test_damaged_newest_falls_back_to_the_previous_with_a_warning(tmp_path, dama
     assert torch.equal(model.weight, torch.full((4, 3), 1.0))
 
 
-def test_a_flipped_byte_in_tensor_data_is_caught_by_the_sha256(tmp_path):
+def test_a_flipped_byte_in_tensor_data_is_caught_by_the_hash(tmp_path):
     ckpt = CheckpointManager(tmp_path / "ck")
     good = ckpt.save({"w": torch.zeros(1000)})
     bad = ckpt.save({"w": torch.zeros(1000)})
@@ -220,9 +224,9 @@ def test_a_flipped_byte_in_tensor_data_is_caught_by_the_sha256(tmp_path):
     data[where + 100] = 1
     bad.write_bytes(bytes(data))
     assert torch.load(bad, weights_only=True)["state"]["w"].count_nonzero() == 1
-    with pytest.warns(CheckpointWarning, match="sha256 does not match"):
+    with pytest.warns(CheckpointWarning, match="hash does not match"):
         assert ckpt.latest() == good
-    with pytest.raises(CheckpointError, match="sha256") as refused:
+    with pytest.raises(CheckpointError, match="hash") as refused:
         ckpt.load(bad)
     assert str(bad) in str(refused.value) and "without a path" in str(refused.value)
 
@@ -254,7 +258,7 @@ def test_damaged_manifest_is_rebuilt_from_the_files(tmp_path, damage):
     assert [e["epoch"] for e in listed] == [2, 3, 4]
     for entry in listed:
         data = (ckpt.directory / entry["file"]).read_bytes()
-        assert entry["sha256"] == "sha256:" + hashlib.sha256(data).hexdigest()
+        assert entry["hash"] == "xxh3_128:" + xxhash.xxh3_128(data).hexdigest()
 
 
 def test_every_checkpoint_unusable_is_an_error_and_nothing_is_deleted(tmp_path):
@@ -284,7 +288,10 @@ def test_a_complete_file_missing_from_the_manifest_is_found(tmp_path):
     assert ckpt_files(ckpt.directory) == [paths[2].name, newest.name, after.name]
 
 
-def test_leftover_temp_files_are_never_checkpoints_and_old_ones_are_cleaned(tmp_path):
+def test_leftover_temp_files_are_never_checkpoints_and_only_stale_ones_are_cleaned(tmp_path):
+    """A temp is never loaded as a checkpoint; a live writer's temp reserves its number (another
+    writer must not publish the same name) and is never deleted; a dead writer's temp is retired
+    once it is stale (owner gone AND idle, _fsio.is_stale_temp), not before."""
     ckpt, paths = _three(tmp_path)
     stale = ckpt.directory / ".ckpt-000009-epoch0009.pt.424242-deadbeef.tmp"
     stale.write_bytes(paths[-1].read_bytes()[:100])
@@ -293,17 +300,22 @@ def test_leftover_temp_files_are_never_checkpoints_and_old_ones_are_cleaned(tmp_
         in_progress = ckpt.directory / f".ckpt-000010.pt.{alive.pid}-deadbeef.tmp"
         in_progress.write_bytes(b"being written by a live process")
         assert CheckpointManager(ckpt.directory).latest() == paths[-1]
+        assert CheckpointManager(ckpt.directory).checkpoints() == paths
         os.utime(stale, (1_000_000, 1_000_000))
+        os.utime(in_progress, (1_000_000, 1_000_000))  # idle for long, but its writer lives
         nxt = CheckpointManager(ckpt.directory).save(small_state(3))
-        assert nxt.name.startswith("ckpt-000004")  # temp names never count as checkpoints
-        assert not stale.exists() and in_progress.exists()
+        assert nxt.name == "ckpt-000011.pt"  # 10 is reserved by the live writer's temp
+        assert not stale.exists() and in_progress.read_bytes() == b"being written by a live process"
     finally:
         alive.kill()
         alive.wait()
-    dead_owner = ckpt.directory / f".ckpt-000011.pt.{alive.pid}-deadbeef.tmp"
-    dead_owner.write_bytes(b"left by a killed process")  # recent, but its pid is gone
+    dead_owner = ckpt.directory / f".ckpt-000012.pt.{alive.pid}-deadbeef.tmp"
+    dead_owner.write_bytes(b"left by a killed process")  # its pid is gone, but it is recent
     CheckpointManager(ckpt.directory).save(small_state(4))
-    assert not dead_owner.exists()
+    assert dead_owner.exists()  # could be a writer on another machine sharing the Drive folder
+    os.utime(dead_owner, (1_000_000, 1_000_000))
+    CheckpointManager(ckpt.directory).save(small_state(5))
+    assert not dead_owner.exists() and not in_progress.exists()
 
 
 # ------------------------------------------------------------------ unsafe files
@@ -349,7 +361,7 @@ def test_malicious_newest_is_skipped_for_the_good_one(tmp_path):
     ckpt, paths = _three(tmp_path)
     marker = tmp_path / "marker"
     _malicious_checkpoint(paths[-1], marker)
-    with pytest.warns(CheckpointWarning, match="could run code|sha256"):
+    with pytest.warns(CheckpointWarning, match="could run code|hash"):
         assert ckpt.resume(torch.nn.Linear(3, 4)).path == paths[-2]
     assert not marker.exists()
 
@@ -359,7 +371,7 @@ def test_malicious_newest_is_skipped_for_the_good_one(tmp_path):
 
 def test_a_gpu_checkpoint_loads_on_a_cpu_only_runtime(tmp_path, monkeypatch):
     """The file is written exactly as a CUDA run writes it (storages tagged "cuda:0")."""
-    import torch.serialization as serialization
+    from torch import serialization
 
     monkeypatch.setattr(serialization, "location_tag", lambda storage: "cuda:0")
     ckpt = CheckpointManager(tmp_path / "ck")

@@ -1,32 +1,37 @@
 """CheckpointManager: atomic, verified, rotating checkpoints that a rerun resumes from.
 
 A checkpoint is published only complete: it is written to a hidden temp file
-in the same folder, fsynced, renamed into place with os.replace, and only then
-recorded in `manifest.json` (written the same way) with its size and sha256.
-Old checkpoints are deleted last, after the new one and the manifest are
-durable. Loading verifies the sha256 and uses `torch.load(weights_only=True)`,
-so a truncated, altered or malicious file is skipped (with a warning) in
-favour of the previous one, and its pickled code never runs.
+in the same folder (hashed with xxh3-128 as the bytes are written), fsynced,
+renamed into place, and only then recorded in `manifest.json` with its size
+and hash. Old checkpoints are retired last. Loading verifies the hash and uses
+`torch.load(weights_only=True)`, so a truncated, altered or malicious file is
+skipped (with a warning) in favour of the previous one, and its pickled code
+never runs. Each file is self-describing ({"format", "meta", "state"}): if the
+manifest is lost or damaged, the folder is rebuilt from the files themselves.
 
-Each file is self-describing ({"format", "meta", "state"}): if the manifest is
-lost or damaged, the folder is rebuilt from the files themselves.
+The parts live beside this module: `manifest` (schema, validation),
+`folder` (several writers on one folder), `torch_io` (serialization,
+verified loading), `writer` (async snapshot and thread), `ranks`
+(torch.distributed), `mirror` (Drive API copy).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import pickle
-import re
 import threading
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import _fsio
+from .._state import (
+    check_plain,
+    is_training_state,
+    restore_training_state,
+    unwrap_model,
+)
 from .._version import __version__
 from ..errors import (
     CheckpointError,
@@ -35,31 +40,36 @@ from ..errors import (
     NoUsableCheckpointError,
     UnsafeCheckpointError,
 )
-from .._state import check_plain, is_training_state, restore_training_state, unwrap_model
+from . import folder, manifest, ranks, torch_io
+from .manifest import MANIFEST_NAME, Entry
+from .writer import ASYNC_MEMORY, BackgroundWriter, Snapshots, release_memory
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-MANIFEST_NAME = "manifest.json"
-MANIFEST_FORMAT = "colabkit.checkpoints/1"
-PAYLOAD_FORMAT = "colabkit.checkpoint/1"
-_FILE_RE = re.compile(r"^ckpt-(?P<seq>\d{6,})(?:-epoch(?P<epoch>\d+))?(?:-step(?P<step>\d+))?\.pt$")
-_STALE_TEMP_AGE_S = 60.0
-_crc_lock = threading.Lock()
+__all__ = ["MANIFEST_NAME", "CheckpointManager", "CheckpointWarning", "ResumeInfo", "default_directory"]
 
 
 class CheckpointWarning(UserWarning):
-    """A checkpoint was skipped (corrupt, truncated, unsafe) or the manifest was rebuilt."""
+    """A checkpoint was skipped (corrupt, truncated, unsafe), or the manifest was rebuilt.
+
+    Filter it like any warning, e.g.
+    `warnings.simplefilter("error", colabkit.CheckpointWarning)` to stop instead.
+    """
 
 
 @dataclass(frozen=True)
 class ResumeInfo:
     """What `CheckpointManager.resume()` restored.
 
-    `epoch` and `step` are the values given to `save()` (by the usual
-    convention the number of finished epochs, i.e. the epoch to run next);
-    `extra` holds the extras given to `training_state()`; `skipped` lists the
-    newer checkpoints that were unusable and passed over.
+    Attributes:
+        path: The checkpoint file that was loaded.
+        epoch: The epoch given to `save()` (by the usual convention the number
+            of finished epochs, i.e. the epoch to run next), or None.
+        step: The step given to `save()`, or None.
+        metric: The metric given to `save()`, or None.
+        extra: The extras given to `training_state()` (e.g. config, counters).
+        skipped: Newer checkpoints that were unusable and passed over.
     """
 
     path: Path
@@ -71,30 +81,12 @@ class ResumeInfo:
 
 
 @dataclass
-class _Entry:
-    """One checkpoint as the manifest records it (sha256 None: not yet verified)."""
+class _Job:
+    """One reserved checkpoint: its final name, its temp file and its metadata."""
 
-    file: str
-    seq: int
-    epoch: int | None = None
-    step: int | None = None
-    metric: float | None = None
-    size: int | None = None
-    sha256: str | None = None
-    time: str | None = None
-    error: CheckpointError | None = field(default=None, compare=False)  # found unreadable
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"file": self.file, "seq": self.seq, "epoch": self.epoch, "step": self.step,
-                "metric": self.metric, "size": self.size, "sha256": self.sha256, "time": self.time}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> _Entry:
-        if not isinstance(data.get("file"), str) or not _FILE_RE.match(data["file"]):
-            raise ValueError(f"bad checkpoint entry {data!r}")
-        return cls(file=data["file"], seq=int(data["seq"]), epoch=_opt_int(data.get("epoch")),
-                   step=_opt_int(data.get("step")), metric=_opt_float(data.get("metric")),
-                   size=_opt_int(data.get("size")), sha256=data.get("sha256"), time=data.get("time"))
+    final: Path
+    tmp: Path
+    meta: dict[str, Any]
 
 
 def default_directory() -> Path:
@@ -108,19 +100,42 @@ def default_directory() -> Path:
 class CheckpointManager:
     """Save, rotate, verify and resume training checkpoints in one folder.
 
-    >>> ckpt = CheckpointManager()                         # project's checkpoints/
-    >>> start = ckpt.resume(model, optimizer, scheduler)   # None on a fresh start
-    >>> for epoch in range(start.epoch if start else 0, n_epochs):
-    ...     ckpt.save(training_state(model, optimizer, scheduler, epoch=epoch + 1),
-    ...               epoch=epoch + 1, metric=val_loss)
+    Typical use (`model`, `optimizer`, ... are yours)::
 
-    keep_last newest checkpoints are kept, plus the best by `metric`
-    (monitor="min" or "max"; None disables best-keeping). With async_save=True
-    `save()` copies the tensors to CPU memory and returns while one background
-    thread writes (that copy, one state's worth of RAM, is kept and reused by
-    the next save); call `wait()` or `close()` (or use a `with` block) before
-    the runtime ends. In a torch.distributed run only rank 0 writes; every rank
+        ckpt = CheckpointManager()                         # the project's checkpoints/
+        start = ckpt.resume(model, optimizer, scheduler)   # None on a fresh start
+        for epoch in range(start.epoch if start else 0, n_epochs):
+            ...
+            ckpt.save(training_state(model, optimizer, scheduler, epoch=epoch + 1),
+                      epoch=epoch + 1, metric=val_loss)
+
+    Several processes may save into one folder at once (two notebooks, a
+    notebook and a `!python`): each save reserves its file name exclusively
+    and merges its entry into the manifest under an inter-process lock, so
+    every path `save()` returns holds exactly what that save wrote (unless
+    retention later retired it: keep_last counts the folder's checkpoints, of
+    all writers). In a torch.distributed run only rank 0 writes; every rank
     calls `save()` and all of them can load.
+
+    Args:
+        directory: The folder for the checkpoints (created when needed).
+            Default: the active project's `checkpoints/`, else `./checkpoints`.
+        keep_last: How many of the newest checkpoints to keep (>= 1).
+        monitor: "min" (e.g. a loss) or "max" (e.g. an accuracy): which
+            `metric` is best; None disables best-keeping.
+        keep_best: Keep the best checkpoint besides the keep_last newest.
+        async_save: `save()` copies the tensors to CPU memory and returns
+            while one background thread writes; call `wait()` or `close()`
+            (or use a `with` block) before the runtime ends.
+        remote: "drive:<folder in My Drive>" mirrors the folder to Google
+            Drive through its API (needs the drive-api extra).
+        async_memory: With async_save, "reuse" keeps the CPU copy (one
+            state's worth of RAM) for the next save, so saving costs only a
+            memcpy; "free" drops it once each write is done (less RAM held
+            between saves, an allocation per save).
+
+    Raises:
+        ConfigError: A setting is out of range.
     """
 
     def __init__(
@@ -132,6 +147,7 @@ class CheckpointManager:
         keep_best: bool = True,
         async_save: bool = False,
         remote: str | None = None,
+        async_memory: str = "reuse",
     ) -> None:
         if not isinstance(keep_last, int) or isinstance(keep_last, bool) or keep_last < 1:
             raise ConfigError(f"keep_last must be an integer >= 1, got {keep_last!r}.")
@@ -139,21 +155,27 @@ class CheckpointManager:
             raise ConfigError(
                 f"monitor must be 'min' (e.g. a loss), 'max' (e.g. an accuracy) or None, got {monitor!r}."
             )
+        if async_memory not in ASYNC_MEMORY:
+            raise ConfigError(f"async_memory must be 'reuse' or 'free', got {async_memory!r}.")
         self.directory = Path(directory).expanduser().absolute() if directory is not None else default_directory()
         self.keep_last = keep_last
         self.monitor = monitor
         self.keep_best = keep_best
         self.async_save = async_save
-        self._writer: threading.Thread | None = None
-        self._writer_error: BaseException | None = None
-        self._async_message: str | None = None
+        self.async_memory = async_memory
+        self._writer = BackgroundWriter()
+        self._snapshots = Snapshots(async_memory)
         self._shares_pending = False
-        self._snapshot_pool: dict[tuple, Any] = {}
         self._temps_cleaned = False
-        self._probed: dict[tuple[str, int, int], _Entry | None] = {}
+        self._probed: dict[tuple[str, int, int], Entry | None] = {}
         self._lock = threading.RLock()
+        self._last_seq = 0
         self.remote = remote
-        self._mirror = _drive_mirror(remote, self.directory) if remote is not None else None
+        self._mirror = None
+        if remote is not None:
+            from .mirror import drive_mirror
+
+            self._mirror = drive_mirror(remote, self.directory)
         self._warned: set[str] = set()
 
     def __repr__(self) -> str:
@@ -168,50 +190,82 @@ class CheckpointManager:
         """Write `state` as the newest checkpoint and return its path.
 
         The file appears complete or not at all; the manifest then records
-        epoch, step, metric, size and sha256; checkpoints beyond keep_last
-        (other than the best) are deleted afterwards. Raises
-        CheckpointWriteError, naming the cause and the fix, when the folder
-        cannot take it; earlier checkpoints are untouched then.
+        epoch, step, metric, size and hash; checkpoints beyond keep_last
+        (other than the best) are retired afterwards. With async_save the
+        write happens in the background and its error surfaces on the next
+        call (save, wait, close, load, resume, ...).
+
+        Args:
+            state: Plain data with tensors, e.g. `training_state(...)` or a
+                `state_dict()`; checked before writing so that a safe
+                (weights_only) load can read it back.
+            epoch: The epoch number to record (e.g. epochs finished), or None.
+            step: The step number to record, or None.
+            metric: The value `monitor` ranks (a float, tensor or NumPy
+                scalar); NaN and infinities count as no metric.
+
+        Returns:
+            The checkpoint's path (in the folder; unique to this save, even
+            with other processes saving into the same folder).
+
+        Raises:
+            CheckpointWriteError: The folder cannot take it (disk full, quota,
+                permission, file size); names the cause and the fix. Earlier
+                checkpoints are untouched and no partial file is left.
+            BusyError: Another process held the folder's lock for minutes.
+            ConfigError: `state`, `epoch`, `step` or `metric` is not plain data.
         """
         self._settle()
         check_plain(state)
-        epoch, step, metric = _opt_int(epoch, "epoch"), _opt_int(step, "step"), _metric(metric)
-        dist = _distributed()
-        writer = dist is None or dist.get_rank() == 0
-        final = meta = None
-        if writer:
-            seq = self._next_seq()
-            final = self.directory / _file_name(seq, epoch, step)
-            meta = {"seq": seq, "epoch": epoch, "step": step, "metric": metric, "time": _now(),
-                    "colabkit": __version__}
-        if dist is not None:
-            box = [str(final) if writer else None]
-            dist.broadcast_object_list(box, src=0)
-            final = Path(box[0])
+        epoch, step = manifest.opt_int(epoch, "epoch"), manifest.opt_int(step, "step")
+        metric = manifest.as_metric(metric)
+        dist = ranks.current()
+        if not ranks.is_writer(dist):  # other ranks: rank 0 writes; learn where and how it went
+            final = Path(ranks.share(dist, None))
             self._shares_pending = self.async_save
-        if not writer:  # other ranks: rank 0 writes; learn how it went
             if not self.async_save:
-                _receive_outcome(dist)
+                ranks.receive_outcome(dist)
             return final
+        job: _Job | None = None
+        error: BaseException | None = None
+        try:
+            job = self._reserve(epoch, step, metric)
+        except CheckpointWriteError as exc:
+            error = exc
+        final = job.final if job is not None else self.directory / manifest.file_name(self._last_seq + 1, epoch, step)
+        if dist is not None:
+            ranks.share(dist, str(final))
+            self._shares_pending = self.async_save
         if not self.async_save:
-            error: BaseException | None = None
-            try:
-                self._write(state, meta, final)
-            except BaseException as exc:  # noqa: BLE001 - re-raised below, after telling the others
-                error = exc
+            if job is not None:
+                try:
+                    self._write(state, job)
+                except BaseException as exc:  # noqa: BLE001 - re-raised below, after telling the others
+                    error = exc
             if dist is not None:
-                dist.broadcast_object_list([None if error is None else str(error)], src=0)
+                ranks.send_outcome(dist, None if error is None else str(error))
             if error is not None:
                 raise error
             return final
-        new_pool: dict[tuple, Any] = {}
-        snapshot = _cpu_copy(state, self._snapshot_pool, new_pool)
-        self._snapshot_pool = new_pool  # reused by the next save, once this write is done
-        self._async_message = None
-        self._writer = threading.Thread(target=self._background_write, args=(snapshot, meta, final),
-                                        name="colabkit-checkpoint-writer")
-        self._writer.start()
+        if job is None:
+            self._writer.fail(error)  # like a failed background write: raised by the next call
+            return final
+        try:
+            snapshot = self._snapshots.copy(state)
+        except BaseException:
+            _fsio.retire(job.tmp)
+            raise
+        self._writer.start(lambda box=[snapshot]: self._write_snapshot(box, job))
+        del snapshot
         return final
+
+    def _write_snapshot(self, box: list[Any], job: _Job) -> None:
+        """The writer thread's work; with async_memory="free" the snapshot is gone when it returns."""
+        try:
+            self._write(box.pop(), job)
+        finally:
+            if self.async_memory == "free":
+                release_memory()
 
     def wait(self) -> None:
         """Block until a background save has finished; raise its error if it failed.
@@ -219,14 +273,25 @@ class CheckpointManager:
         In a distributed run every rank calls it (it shares rank 0's outcome).
         With a remote, it also waits for the upload to Drive (a failed upload
         is a warning: the local checkpoint is safe and the next save retries).
+
+        Raises:
+            CheckpointWriteError: The background write failed (reported once).
         """
         self._settle()
         self._wait_remote()
 
     def close(self) -> None:
-        """Finish pending writes (raising their error). The manager stays usable."""
-        self._settle()
-        self._wait_remote()
+        """Finish pending writes (raising their error) and give back the async snapshot's memory.
+
+        The manager stays usable: a later save() allocates its snapshot again.
+
+        Raises:
+            CheckpointWriteError: The background write failed (reported once).
+        """
+        try:
+            self.wait()
+        finally:
+            self._snapshots.clear()
 
     def _wait_remote(self) -> None:
         if self._mirror is None:
@@ -245,88 +310,69 @@ class CheckpointManager:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _background_write(self, state: Any, meta: dict[str, Any], final: Path) -> None:
-        try:
-            self._write(state, meta, final)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's next call
-            self._writer_error = exc
-            self._async_message = str(exc)
-
-    def _join_local(self) -> None:
-        """Wait for this process's writer thread; raise what it failed with (once)."""
-        writer = self._writer
-        if writer is not None:
-            writer.join()
-            self._writer = None
-        error, self._writer_error = self._writer_error, None
-        if error is not None:
-            raise error
-
     def _settle(self) -> None:
-        """Finish the previous async save; in a distributed run all ranks learn its outcome.
-
-        Collectives happen here, in the caller's thread, never in the writer
-        thread (they would interleave with the training loop's own).
-        """
-        dist = _distributed()
+        """Finish the previous async save; in a distributed run all ranks learn its outcome."""
+        dist = ranks.current()
         if dist is not None and self._shares_pending:
             self._shares_pending = False
             if dist.get_rank() == 0:
-                if self._writer is not None:
-                    self._writer.join()
-                    self._writer = None
-                dist.broadcast_object_list([self._async_message], src=0)
+                self._writer.join()
+                ranks.send_outcome(dist, self._writer.message)
             else:
-                _receive_outcome(dist)
-        self._join_local()
+                ranks.receive_outcome(dist)
+        self._writer.finish()
 
-    def _write(self, state: Any, meta: dict[str, Any], final: Path) -> None:
-        """The durable part: temp file, fsync, replace, manifest, then retire old ones."""
+    def _reserve(self, epoch: int | None, step: int | None, metric: float | None) -> _Job:
+        seq, final, tmp = folder.reserve(self.directory, epoch, step, clean=not self._temps_cleaned)
+        self._temps_cleaned = True
+        self._last_seq = seq
+        meta = {"seq": seq, "epoch": epoch, "step": step, "metric": metric, "time": manifest.now(),
+                "colabkit": __version__}
+        return _Job(final=final, tmp=tmp, meta=meta)
+
+    def _write(self, state: Any, job: _Job) -> None:
+        """The durable part: fill the reserved temp, publish it, merge the manifest, retire old ones."""
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise _fsio.write_error(exc, "the checkpoint folder", self.directory) from exc
-        self._clean_stale_temps()
-        payload = {"format": PAYLOAD_FORMAT, "meta": meta, "state": state}
-        tmp = _fsio.temp_path(final)
-        try:
-            _fsio._create_exclusive(tmp)
-            _torch_save(payload, tmp)
-            size, digest = _fsio.fsync_and_hash(tmp)
-            os.replace(tmp, final)
+            size, digest = torch_io.write_torch(torch_io.make_payload(job.meta, state), job.tmp)
         except BaseException as exc:
-            _fsio.remove_quietly(tmp)
+            _fsio.retire(job.tmp)
             if isinstance(exc, OSError) and not isinstance(exc, CheckpointWriteError):
-                raise _fsio.write_error(exc, "checkpoint", final) from exc
+                raise _fsio.write_error(exc, "checkpoint", job.final) from None
             raise
-        _fsio.fsync_dir(self.directory)
-        entry = _Entry(file=final.name, seq=meta["seq"], epoch=meta["epoch"], step=meta["step"],
-                       metric=meta["metric"], size=size, sha256=digest, time=meta["time"])
-        with self._lock:
-            # unreadable files are neither kept in the manifest nor deleted: left for a human
+        meta = job.meta
+        entry = Entry(file=job.final.name, seq=meta["seq"], epoch=meta["epoch"], step=meta["step"],
+                      metric=meta["metric"], size=size, digest=digest, time=meta["time"])
+        with self._lock, folder.lock(self.directory):
+            try:
+                folder.publish(job.tmp, job.final)
+            except OSError as exc:
+                _fsio.retire(job.tmp)
+                if isinstance(exc, CheckpointWriteError):
+                    raise
+                raise _fsio.write_error(exc, "checkpoint", job.final) from None
+            # the manifest is re-read here, under the lock: other writers' entries are merged.
+            # Unreadable files are neither kept in the manifest nor deleted: left for a human.
             entries = [e for e in self._entries(written=entry) if e.error is None]
             keep = self._keep(entries)
             for kept in keep:
-                if kept.sha256 is None:  # found without the manifest (rebuilt): hash it now
-                    kept.size, kept.sha256 = _fsio.sha256_file(self.directory / kept.file)
+                if kept.digest is None:  # found without the manifest (rebuilt): hash it now
+                    path = self.directory / kept.file
+                    kept.size, kept.digest = path.stat().st_size, torch_io.digest_file(path, torch_io.HASH_ALGORITHM)
             try:
-                self._write_manifest(keep)
+                _fsio.write_bytes_atomic(self.directory / MANIFEST_NAME,
+                                         manifest.render(keep, self.monitor, self._best_entry(keep)))
             except OSError as exc:
                 # the checkpoint itself is complete and durable; a manifest rebuild finds it
                 raise _fsio.write_error(exc, "the checkpoint manifest", self.directory / MANIFEST_NAME) from exc
             self._on_published(entry)
             self._retire(entries, keep)
 
-    def _on_published(self, entry: _Entry) -> None:
-        """Called once a checkpoint and the manifest that lists it are durable.
-
-        The seam for mirroring a checkpoint elsewhere: with remote="drive:…" the
-        folder is mirrored to Drive through its API, in the background.
-        """
+    def _on_published(self, entry: Entry) -> None:
+        """Called once a checkpoint and the manifest that lists it are durable (the mirror's seam)."""
         if self._mirror is not None:
             self._mirror.schedule()
 
-    def _keep(self, entries: list[_Entry]) -> list[_Entry]:
+    def _keep(self, entries: list[Entry]) -> list[Entry]:
         ordered = sorted(entries, key=lambda e: e.seq)
         keep = ordered[-self.keep_last:]
         best = self._best_entry(ordered) if self.keep_best else None
@@ -334,7 +380,7 @@ class CheckpointManager:
             keep = sorted([*keep, best], key=lambda e: e.seq)
         return keep
 
-    def _by_metric(self, entries: list[_Entry]) -> list[_Entry]:
+    def _by_metric(self, entries: list[Entry]) -> list[Entry]:
         """The entries that have a metric, best first (on a tie the older); [] when monitor is None."""
         if self.monitor is None:
             return []
@@ -342,48 +388,15 @@ class CheckpointManager:
         scored = [e for e in entries if e.metric is not None and not math.isnan(e.metric)]
         return sorted(scored, key=lambda e: (sign * e.metric, e.seq))
 
-    def _best_entry(self, entries: list[_Entry]) -> _Entry | None:
+    def _best_entry(self, entries: list[Entry]) -> Entry | None:
         ranked = self._by_metric(entries)
         return ranked[0] if ranked else None
 
-    def _retire(self, entries: list[_Entry], keep: list[_Entry]) -> None:
+    def _retire(self, entries: list[Entry], keep: list[Entry]) -> None:
         kept = {e.file for e in keep}
         for entry in entries:
-            if entry.file not in kept:
-                _fsio.remove_quietly(self.directory / entry.file)
-
-    def _write_manifest(self, entries: list[_Entry]) -> None:
-        best = self._best_entry(entries)
-        manifest = {
-            "format": MANIFEST_FORMAT,
-            "monitor": self.monitor,
-            "best": best.file if best is not None else None,
-            "checkpoints": [e.to_dict() for e in sorted(entries, key=lambda e: e.seq)],
-        }
-        data = (json.dumps(manifest, indent=1, allow_nan=False) + "\n").encode()
-        _fsio.write_bytes_atomic(self.directory / MANIFEST_NAME, data)
-
-    def _clean_stale_temps(self) -> None:
-        """Delete temp files a killed process left behind: its pid is gone, or the file has
-        been idle for a minute (a writer on another machine). Our own are never touched."""
-        if self._temps_cleaned:
-            return
-        self._temps_cleaned = True
-        now = time.time()
-        for path in self._listdir():
-            owner = _fsio.temp_owner_pid(path.name) if _fsio.is_temp_name(path.name) else None
-            if owner is None or owner == os.getpid():
-                continue
-            try:
-                if not _fsio.process_alive(owner) or now - path.stat().st_mtime >= _STALE_TEMP_AGE_S:
-                    path.unlink()
-            except OSError:
-                pass
-
-    def _next_seq(self) -> int:
-        seqs = [e.seq for e in self._manifest_entries() or []]
-        seqs += [int(m.group("seq")) for m in map(_FILE_RE.match, (p.name for p in self._listdir())) if m]
-        return max(seqs, default=0) + 1
+            if entry.file not in kept:  # names validated by manifest.Entry: always inside the folder
+                _fsio.retire(self.directory / entry.file)
 
     # ------------------------------------------------------------------ finding
 
@@ -393,20 +406,13 @@ class CheckpointManager:
         except (FileNotFoundError, NotADirectoryError):
             return []
 
-    def _manifest_entries(self) -> list[_Entry] | None:
-        """The manifest's entries; None when it is missing or unreadable."""
-        path = self.directory / MANIFEST_NAME
-        try:
-            data = json.loads(path.read_text())
-            if data.get("format") != MANIFEST_FORMAT:
-                raise ValueError(f"unknown format {data.get('format')!r}")
-            return [_Entry.from_dict(item) for item in data["checkpoints"]]
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            self._warn(f"The checkpoint manifest {path} is damaged ({exc}); rebuilding the list from "
-                       "the checkpoint files themselves.")
-            return None
+    def _manifest_entries(self) -> list[Entry] | None:
+        """The manifest's entries; None when it is missing or damaged (then rebuilt from the files)."""
+        entries, problem = manifest.read(self.directory)
+        if problem is not None:
+            self._warn(f"The checkpoint manifest {self.directory / MANIFEST_NAME} is damaged ({problem}); "
+                       "rebuilding the list from the checkpoint files themselves.")
+        return entries
 
     def _warn(self, message: str) -> None:
         """A CheckpointWarning, once per manager and message (one save consults the folder often)."""
@@ -414,16 +420,15 @@ class CheckpointManager:
             self._warned.add(message)
             warnings.warn(message, CheckpointWarning, stacklevel=4)
 
-    def _entries(self, written: _Entry | None = None) -> list[_Entry]:
+    def _entries(self, written: Entry | None = None) -> list[Entry]:
         """Every checkpoint in the folder, oldest first: the manifest's, plus complete files it
         does not list (saved just before a crash, or after the manifest was lost).
 
         Unlisted files are read for their metadata, except `written`: the file save() has
-        just published, which it already describes (re-reading it would cost every save a
-        load of the whole file).
+        just published, which it already describes.
         """
         listed = self._manifest_entries() or []
-        present = {p.name: p for p in self._listdir() if _FILE_RE.match(p.name)}
+        present = {p.name: p for p in self._listdir() if manifest.FILE_RE.match(p.name)}
         entries = [e for e in listed if e.file in present]
         for gone in (e for e in listed if e.file not in present):
             warnings.warn(f"Checkpoint {self.directory / gone.file} is listed in the manifest but "
@@ -439,35 +444,31 @@ class CheckpointManager:
                     entries.append(probed)
         return sorted(entries, key=lambda e: e.seq)
 
-    def _probe(self, path: Path) -> _Entry | None:
+    def _probe(self, path: Path) -> Entry | None:
         """Read an unlisted file's own metadata (memory-mapped: tensors are not read)."""
         try:
-            st = path.stat()
+            st = path.lstat()
         except OSError:
             return None
         key = (path.name, st.st_size, st.st_mtime_ns)
         if key not in self._probed:
-            entry = None
             try:
                 try:
-                    payload = _load_file(path, "cpu", mmap=True)
+                    payload = torch_io.load_file(path, "cpu", mmap=True)
                 except UnsafeCheckpointError:
                     raise
                 except Exception:  # noqa: BLE001 - some filesystems (FUSE) refuse mmap: read it all
-                    payload = _load_file(path, "cpu")
-                meta = (payload.get("meta") if _is_payload(payload) else None) or {}
-                seq = int(_FILE_RE.match(path.name).group("seq"))
-                entry = _Entry(file=path.name, seq=seq, epoch=_opt_int(meta.get("epoch")),
-                               step=_opt_int(meta.get("step")), metric=_opt_float(meta.get("metric")),
-                               size=st.st_size, time=meta.get("time"))
+                    payload = torch_io.load_file(path, "cpu")
+                meta = payload.get("meta") if torch_io.is_payload(payload) else None
+                entry = manifest.from_meta(path.name, meta, st.st_size)
             except CheckpointError as exc:
-                entry = _unreadable_entry(path, exc)
+                entry = Entry(file=path.name, seq=manifest.seq_of(path.name), error=exc)
             except Exception as exc:  # noqa: BLE001 - truncated / damaged files raise many kinds
-                entry = _unreadable_entry(path, _unreadable(exc))
+                entry = Entry(file=path.name, seq=manifest.seq_of(path.name), error=torch_io.unreadable(exc))
             self._probed[key] = entry
         return self._probed[key]
 
-    def _candidates(self) -> list[_Entry]:
+    def _candidates(self) -> list[Entry]:
         """Where resume looks, newest first (the one place to add other sources).
 
         With a remote and no checkpoint here (a new runtime), the newest
@@ -475,44 +476,54 @@ class CheckpointManager:
         """
         entries = self._entries()
         if not entries and self._mirror is not None:
-            dist = _distributed()
-            if dist is None or dist.get_rank() == 0:
+            dist = ranks.current()
+            if ranks.is_writer(dist):
                 self._mirror.restore()
-            if dist is not None:
-                dist.barrier()
+            ranks.barrier(dist)
             entries = self._entries()
         return list(reversed(entries))
 
     def checkpoints(self) -> list[Path]:
-        """Every checkpoint file in the folder, oldest first (not verified)."""
-        self._join_local()
+        """Every checkpoint file in the folder, oldest first (not verified).
+
+        Returns:
+            The paths, oldest first; [] for an empty or missing folder.
+        """
+        self._writer.finish()
         return [self.directory / e.file for e in self._entries()]
 
     def latest(self) -> Path | None:
-        """The newest checkpoint that verifies (sha256 and a safe load), or None."""
-        self._join_local()
+        """The newest checkpoint that verifies (hash and a safe load), or None.
+
+        Returns:
+            Its path, or None when the folder holds no usable checkpoint.
+        """
+        self._writer.finish()
         found = self._first_usable(self._candidates())
         return found[0] if found else None
 
     def best(self) -> Path | None:
-        """The checkpoint with the best metric that verifies, or None (monitor=None: None)."""
+        """The checkpoint with the best metric that verifies.
+
+        Returns:
+            Its path; None when none has a metric, or monitor is None.
+        """
         if self.monitor is None:
             return None
-        self._join_local()
+        self._writer.finish()
         found = self._first_usable(self._by_metric(self._entries()))
         return found[0] if found else None
 
-    def _first_usable(self, entries: list[_Entry], map_location: Any = "cpu",
-                      ) -> tuple[Path, Any, _Entry, tuple[Path, ...]] | None:
-        """Load candidates in order until one verifies: (path, payload, entry, skipped).
-
-        Callers wait for a write in flight (_join_local) before listing the candidates.
-        """
+    def _first_usable(self, entries: list[Entry], map_location: Any = "cpu", *, mmap: bool = False,
+                      ) -> tuple[Path, Any, Entry, tuple[Path, ...]] | None:
+        """Load candidates in order until one verifies: (path, payload, entry, skipped)."""
         failures: list[tuple[Path, CheckpointError]] = []
         for entry in entries:
             path = self.directory / entry.file
             try:
-                payload = self._read(path, entry, map_location)
+                if entry.error is not None:
+                    raise entry.error
+                payload = torch_io.verified_load(path, entry.digest, map_location, mmap=mmap)
             except CheckpointError as exc:
                 warnings.warn(f"Skipping checkpoint {path}: {exc}", CheckpointWarning, stacklevel=3)
                 failures.append((path, exc))
@@ -529,21 +540,27 @@ class CheckpointManager:
             )
         return None
 
-    def _read(self, path: Path, entry: _Entry | None, map_location: Any) -> dict[str, Any]:
-        expected = entry.sha256 if entry is not None else None
-        if entry is not None and entry.error is not None:
-            raise entry.error
-        return _verified_load(path, expected, map_location)
-
     # ------------------------------------------------------------------ loading
 
     def load(self, path: str | os.PathLike[str] | None = None, map_location: Any = "cpu") -> Any:
         """The state exactly as it was given to `save()`: from `path`, or the newest usable one.
 
-        Without a path, unusable checkpoints are skipped with a warning;
-        NoUsableCheckpointError when none can be loaded (or there are none).
+        Args:
+            path: A checkpoint file (absolute, or a name in the folder); None
+                for the newest usable one (unusable ones are skipped with a
+                CheckpointWarning).
+            map_location: Where tensors go, as for `torch.load` ("cpu" by default).
+
+        Returns:
+            The state given to `save()`.
+
+        Raises:
+            NoUsableCheckpointError: There is no checkpoint, or none can be loaded.
+            UnsafeCheckpointError: The file holds pickled code (never executed).
+            CheckpointError: `path` is damaged, truncated or does not match
+                its hash in the manifest.
         """
-        self._join_local()
+        self._writer.finish()
         if path is not None:
             target = Path(path)
             if not target.is_absolute() and not target.exists():
@@ -551,7 +568,8 @@ class CheckpointManager:
             entry = next((e for e in self._manifest_entries() or [] if e.file == target.name
                           and target.parent.absolute() == self.directory), None)
             try:
-                return _unwrap(_verified_load(target, entry.sha256 if entry else None, map_location))
+                return torch_io.unwrap_payload(
+                    torch_io.verified_load(target, entry.digest if entry else None, map_location))
             except UnsafeCheckpointError:
                 raise  # names the file and the fix already
             except CheckpointError as exc:
@@ -565,26 +583,43 @@ class CheckpointManager:
                 f"There are no checkpoints in {self.directory} yet. Save one with "
                 "CheckpointManager.save(), or use resume(), which returns None on a fresh start."
             )
-        return _unwrap(found[1])
+        return torch_io.unwrap_payload(found[1])
 
     def resume(self, model: torch.nn.Module, optimizer: Any = None, scheduler: Any = None,
                scaler: Any = None, *, generator: torch.Generator | None = None) -> ResumeInfo | None:
-        """Restore the newest usable checkpoint into the objects given; None on a fresh start.
+        """Restore the newest usable checkpoint into the objects given.
 
         A `training_state()` checkpoint restores model, optimizer, scheduler,
         scaler and every RNG (plus `generator`'s, when given); a bare
         state_dict restores the model only. The optimizer gets the saved
         learning rate (and other param_groups settings) back, so a changed
-        lr is silently ignored unless you set it in optimizer.param_groups
-        after resume().
+        lr is ignored unless you set it in optimizer.param_groups after
+        resume(). The file is memory-mapped (off the Drive mount) and its hash
+        checked before anything is restored, so a damaged file changes nothing.
+
+        Args:
+            model: The model, built as in the run that saved (on its device).
+            optimizer: Its optimizer, or None.
+            scheduler: Its learning-rate scheduler, or None.
+            scaler: Its AMP GradScaler, or None.
+            generator: A DataLoader's torch.Generator to restore, or None.
+
+        Returns:
+            A ResumeInfo (path, epoch, step, metric, extras, skipped files);
+            None on a fresh start (no checkpoint yet).
+
+        Raises:
+            NoUsableCheckpointError: There are checkpoints but none can be loaded.
+            CheckpointError: The newest usable file holds something else than
+                a training state or state_dict.
         """
-        self._join_local()
-        found = self._first_usable(self._candidates())
+        self._writer.finish()
+        found = self._first_usable(self._candidates(), mmap=True)
         if found is None:
             return None
         path, payload, entry, skipped = found
-        meta = payload.get("meta", {}) if _is_payload(payload) else {}
-        state = _unwrap(payload)
+        meta = payload.get("meta", {}) if torch_io.is_payload(payload) else {}
+        state = torch_io.unwrap_payload(payload)
         extra: dict[str, Any] = {}
         if is_training_state(state):
             extra = restore_training_state(state, model, optimizer, scheduler, scaler, generator=generator)
@@ -595,264 +630,15 @@ class CheckpointManager:
                 f"{path} holds a {type(state).__name__}, not a training state or state_dict. Load it "
                 "with CheckpointManager.load() and restore it yourself."
             )
-        epoch = entry.epoch if entry.epoch is not None else _opt_int(meta.get("epoch", extra.get("epoch")))
-        step = entry.step if entry.step is not None else _opt_int(meta.get("step", extra.get("step")))
+        epoch = entry.epoch if entry.epoch is not None else _meta_count(meta, extra, "epoch")
+        step = entry.step if entry.step is not None else _meta_count(meta, extra, "step")
         return ResumeInfo(path=path, epoch=epoch, step=step, metric=entry.metric, extra=extra, skipped=skipped)
 
 
-# ---------------------------------------------------------------------- helpers
-
-
-def _drive_mirror(remote: str, directory: Path) -> Any:
-    """A drive_api.CheckpointMirror for remote="drive:<folder>" (needs the drive-api extra)."""
-    from .._drive_api.client import CheckpointMirror, parse_remote
-
-    return CheckpointMirror(parse_remote(remote), directory, manifest_name=MANIFEST_NAME,
-                            describe=_describe_manifest, is_checkpoint=lambda name: bool(_FILE_RE.match(name)))
-
-
-def _describe_manifest(data: bytes) -> tuple[list[tuple[str, str | None]], str | None]:
-    """(file, sha256 hex) of each checkpoint a manifest lists, oldest first, and its best file."""
-    manifest = json.loads(data)
-    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
-        raise ValueError(f"not a {MANIFEST_FORMAT} manifest")
-    entries = sorted((_Entry.from_dict(item) for item in manifest["checkpoints"]), key=lambda e: e.seq)
-    hexes = [e.sha256.removeprefix("sha256:") if e.sha256 else None for e in entries]  # drive_api wants hex
-    return [(e.file, digest) for e, digest in zip(entries, hexes)], manifest.get("best")
-
-
-def _file_name(seq: int, epoch: int | None, step: int | None) -> str:
-    name = f"ckpt-{seq:06d}"
-    if epoch is not None:
-        name += f"-epoch{epoch:04d}"
-    if step is not None:
-        name += f"-step{step:08d}"
-    return name + ".pt"
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def _opt_int(value: Any, name: str = "value") -> int | None:
-    if value is None:
+def _meta_count(meta: Any, extra: dict[str, Any], name: str) -> int | None:
+    """epoch/step from the file's meta or the training state's extras (outside input: checked)."""
+    value = meta.get(name, extra.get(name)) if isinstance(meta, dict) else extra.get(name)
+    try:
+        return manifest.opt_int(value, name)
+    except ConfigError:
         return None
-    try:
-        if isinstance(value, float) and not value.is_integer():
-            raise ValueError
-        return int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a whole number or None, got {value!r}.") from None
-
-
-def _opt_float(value: Any) -> float | None:
-    return None if value is None else float(value)
-
-
-def _metric(value: Any) -> float | None:
-    """A metric as a float (accepts tensors and NumPy scalars); None stays None."""
-    if value is None:
-        return None
-    try:
-        number = float(value.item() if hasattr(value, "item") else value)
-    except (TypeError, ValueError, RuntimeError):
-        raise ConfigError(f"metric must be a number (e.g. the validation loss), got {value!r}.") from None
-    return None if math.isnan(number) or math.isinf(number) else number
-
-
-def _unreadable_entry(path: Path, error: CheckpointError) -> _Entry:
-    seq = int(_FILE_RE.match(path.name).group("seq"))
-    return _Entry(file=path.name, seq=seq, error=error)
-
-
-def _unreadable(exc: BaseException) -> CheckpointError:
-    detail = str(exc).splitlines()[0] if str(exc) else ""
-    return CheckpointError(f"the file is unreadable or truncated ({type(exc).__name__}: {detail}).")
-
-
-def _is_payload(obj: Any) -> bool:
-    return isinstance(obj, dict) and obj.get("format") == PAYLOAD_FORMAT and "state" in obj
-
-
-def _unwrap(payload: Any) -> Any:
-    return payload["state"] if _is_payload(payload) else payload
-
-
-def _receive_outcome(dist: Any) -> None:
-    """Ranks other than 0: raise if rank 0 reports that its write failed."""
-    box: list[Any] = [None]
-    dist.broadcast_object_list(box, src=0)
-    if box[0] is not None:
-        raise CheckpointWriteError(f"Rank 0 could not write the checkpoint: {box[0]}")
-
-
-def _distributed() -> Any:
-    """torch.distributed when a process group is running (more than one rank), else None."""
-    import sys
-
-    if "torch" not in sys.modules:
-        return None
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        return dist
-    return None
-
-
-def _cpu_copy(obj: Any, pool: dict[tuple, Any], new_pool: dict[tuple, Any],
-              memo: dict[int, Any] | None = None, key: tuple = ()) -> Any:
-    """A deep copy with every tensor copied to CPU memory (tied tensors stay tied).
-
-    Tensors are copied into the buffers of the previous snapshot (`pool`, by
-    position in the structure) when shape and dtype match: no fresh allocation,
-    so the caller is blocked for little more than a memcpy.
-    """
-    import torch
-
-    memo = {} if memo is None else memo
-    if isinstance(obj, torch.Tensor):
-        if id(obj) not in memo:
-            source = obj.detach()
-            buffer = pool.get(key)
-            if source.layout != torch.strided or type(source) is not torch.Tensor:
-                buffer = source.to("cpu", copy=True)  # sparse, subclasses: a plain copy
-            else:
-                if buffer is None or buffer.shape != source.shape or buffer.dtype != source.dtype:
-                    buffer = torch.empty(source.shape, dtype=source.dtype, device="cpu")
-                _copy_into(buffer, source)
-            new_pool[key] = buffer
-            memo[id(obj)] = buffer
-        return memo[id(obj)]
-    if isinstance(obj, dict):
-        return type(obj)((k, _cpu_copy(v, pool, new_pool, memo, (*key, k))) for k, v in obj.items())
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_cpu_copy(v, pool, new_pool, memo, (*key, i)) for i, v in enumerate(obj))
-    if isinstance(obj, set):
-        return {_cpu_copy(v, {}, {}, memo) for v in obj}
-    return obj
-
-
-def _copy_into(buffer: Any, source: Any) -> None:
-    """buffer[...] = source, for a contiguous CPU `buffer` of the same shape and dtype.
-
-    A contiguous CPU source goes through one single-threaded memcpy: torch's
-    multi-threaded copy stalls badly when the few cores are busy (Colab has
-    two), and the training loop waits for this copy.
-    """
-    import torch
-
-    if source.device.type == "cpu" and source.is_contiguous() and source.numel() > 0:
-        try:
-            import numpy as np
-
-            np.copyto(buffer.view(-1).view(torch.uint8).numpy(), source.view(-1).view(torch.uint8).numpy())
-            return
-        except (RuntimeError, TypeError, ValueError):  # conj/neg views and the like
-            pass
-    buffer.copy_(source)
-
-
-def _torch_save(payload: Any, tmp: Path) -> None:
-    """torch.save to `tmp`, skipping torch's per-record CRC32 (the sha256 covers the file).
-
-    The path-based writer is the fast one but reports write failures without
-    their errno; on failure the write is repeated through a Python file object
-    so that the real OSError (disk full, quota, file too large) surfaces.
-    """
-    import torch
-
-    get_crc = getattr(torch.serialization, "get_crc32_options", None)
-    set_crc = getattr(torch.serialization, "set_crc32_options", None)
-    try:
-        with _crc_lock:
-            previous = get_crc() if get_crc else None
-            if set_crc:
-                set_crc(False)
-            try:
-                torch.save(payload, str(tmp))
-            finally:
-                if set_crc and previous is not None:
-                    set_crc(previous)
-    except RuntimeError as first:
-        recorder = _ErrnoRecorder(tmp)
-        try:
-            torch.save(payload, recorder)
-        except RuntimeError:
-            if recorder.error is not None:
-                raise recorder.error from first
-            raise
-        finally:
-            recorder.close()
-
-
-class _ErrnoRecorder:
-    """A file object for torch.save that keeps the OSError a write raised."""
-
-    def __init__(self, path: Path) -> None:
-        self.error: OSError | None = None
-        self._handle = open(path, "wb", buffering=0)  # noqa: SIM115 - closed in close()
-
-    def write(self, data: Any) -> int:
-        try:
-            return self._handle.write(data)
-        except OSError as exc:
-            self.error = exc
-            raise
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        self._handle.close()
-
-
-def _load_file(path: Path, map_location: Any, mmap: bool = False) -> Any:
-    """torch.load(weights_only=True), with a refused pickle turned into UnsafeCheckpointError."""
-    import torch
-
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as exc:
-        raise UnsafeCheckpointError(
-            f"{path} contains pickled Python objects that could run code when loaded, so it was "
-            f"refused and nothing in it was executed ({str(exc).splitlines()[0]}). Load only "
-            "checkpoints you trust; colabkit itself saves plain tensors and data."
-        ) from None
-
-
-def _verified_load(path: Path, expected_sha256: str | None, map_location: Any) -> Any:
-    """Load `path`, checking its sha256 (in a parallel thread) when one is expected."""
-    if not path.is_file():
-        raise CheckpointError("the file does not exist.")  # callers name the path
-    hashed: list[Any] = []
-    hasher = None
-    if expected_sha256 is not None:
-        def digest() -> None:
-            try:
-                hashed.append(_fsio.sha256_file(path)[1])
-            except OSError as exc:
-                hashed.append(exc)
-
-        hasher = threading.Thread(target=digest, name="colabkit-verify")
-        hasher.start()
-    load_error: BaseException | None = None
-    result: Any = None
-    try:
-        result = _load_file(path, map_location)
-    except UnsafeCheckpointError as exc:
-        load_error = exc
-    except Exception as exc:  # noqa: BLE001 - truncated / damaged files raise many kinds
-        load_error = _unreadable(exc)
-    if hasher is not None:
-        hasher.join()
-        actual = hashed[0]
-        if isinstance(actual, OSError):
-            raise CheckpointError(f"reading it failed ({actual}).")
-        if actual != expected_sha256:
-            raise CheckpointError(
-                f"its sha256 does not match the manifest (the file is damaged or was only partly "
-                f"synced): expected {expected_sha256}, found {actual}."
-            )
-    if load_error is not None:
-        raise load_error
-    return result

@@ -205,9 +205,11 @@ class CheckpointMirror:
         target = self.directory / item.name
         client.download(item, target, progress=progress)
         if sha256 is not None:
-            if _fsio.hash_file(target)["sha256"] != sha256:
+            algorithm, _, digest = sha256.rpartition(":")  # "xxh3_128:<hex>", "sha256:<hex>" or bare sha256 hex
+            algorithm = algorithm or "sha256"
+            if _fsio.hash_file(target, algorithm)[algorithm] != digest:
                 _fsio.retire(target)
-                log.warning("Drive's copy of %s does not match the manifest's sha256; trying an older one.",
+                log.warning("Drive's copy of %s does not match the manifest's hash; trying an older one.",
                             item.name)
                 return None
         st = target.stat()

@@ -36,6 +36,7 @@ _EXPORTS: dict[str, str] = {
     "SyncResult": "_drive_api.client",
     # template
     "copy_template": "_template",
+    "TemplateCopy": "_template",
     # error_hints
     "Hint": "_hints.rules",
     "explain": "_hints.rules",
@@ -93,7 +94,7 @@ if TYPE_CHECKING:  # pragma: no cover - for editors and type checkers only
     from ._runtime import in_colab
     from ._stage import stage
     from ._state import dataloader_seeding, restore_training_state, seed_everything, seed_worker, training_state
-    from ._template import copy_template
+    from ._template import TemplateCopy, copy_template
     from ._training.data import ResumableSampler, sample_generator, sample_seed
     from ._training.distributed import Processes, init_distributed
     from ._training.early_stop import EarlyStopping

@@ -1,5 +1,8 @@
+"""`python -m colabkit …` runs the command line (`colabkit …`)."""
+
 import sys
 
 from .cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())

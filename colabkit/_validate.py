@@ -15,7 +15,16 @@ from .errors import ConfigError
 
 
 def check_count(value: Any, name: str, minimum: int = 0, hint: str = "") -> int:
-    """`value` when it is a whole number >= `minimum`; else a ConfigError naming `name`."""
+    """`value` when it is a whole number >= `minimum`; else a ConfigError naming `name`.
+
+    Example:
+        >>> check_count(3, "retries")
+        3
+        >>> check_count(3.0, "retries")
+        Traceback (most recent call last):
+        ...
+        colabkit.errors.ConfigError: retries=3.0: give a whole number >= 0.
+    """
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         extra = f" ({hint})" if hint else ""
         raise ConfigError(f"{name}={value!r}: give a whole number >= {minimum}{extra}.")

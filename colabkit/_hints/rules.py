@@ -562,6 +562,14 @@ def explain(exc: BaseException) -> Hint | None:
 
     Returns:
         The Hint, or None when the error is not one colabkit knows.
+
+    Example:
+        >>> import colabkit
+        >>> hint = colabkit.explain(RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x10 and 20x5)"))
+        >>> hint.kind, hint.title
+        ('shape', 'shape mismatch: a layer expects 20 input features but got 10')
+        >>> colabkit.explain(ValueError("something else")) is None
+        True
     """
     if not isinstance(exc, BaseException):
         return None

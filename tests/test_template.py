@@ -16,7 +16,11 @@ from colabkit.errors import ConfigError
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = {
     "train.py",
+    "train_images.py",
     "colab_quickstart.ipynb",
+    "data/digits.zip",
+    "data/digits.README.md",
+    "data/digits.LICENSE",
     "data/diabetes.train.csv",
     "data/diabetes.test.csv",
     "data/diabetes.README.md",
@@ -80,6 +84,7 @@ def test_cli_template_in_a_subprocess(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert (dest / "train.py").is_file() and (dest / "colab_quickstart.ipynb").is_file()
+    assert (dest / "train_images.py").is_file() and zipfile.is_zipfile(dest / "data" / "digits.zip")
     assert "copied     data/diabetes.train.csv" in done.stdout
     (dest / "train.py").write_text("# edited\n")
     again = subprocess.run([sys.executable, "-m", "colabkit", "template", str(dest)],
@@ -98,6 +103,8 @@ def test_colab_setup_template_magic(fake_colab, ipython_shell):
     assert Path.cwd() == root
     assert (root / "train.py").read_bytes() == (REPO / "templates" / "train.py").read_bytes()
     assert (root / "data" / "diabetes.train.csv").is_file()
+    assert (root / "data" / "digits.zip").read_bytes() == (REPO / "templates" / "data" / "digits.zip").read_bytes()
+    assert (root / "train_images.py").read_bytes() == (REPO / "templates" / "train_images.py").read_bytes()
     (root / "train.py").write_text("# my edits\n")
     ipython_shell.run_line_magic("colab_setup", "ML2022 --template")
     assert (root / "train.py").read_text() == "# my edits\n"

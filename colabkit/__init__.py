@@ -53,6 +53,17 @@ _EXPORTS: dict[str, str] = {
     "seed_everything": "_state",
     "seed_worker": "_state",
     "dataloader_seeding": "_state",
+    # training: a resumable run around the user's own loop, and its helpers
+    "Run": "_training.run",
+    "RunState": "_training.run",
+    "ResumableSampler": "_training.data",
+    "sample_generator": "_training.data",
+    "sample_seed": "_training.data",
+    "MicroBatcher": "_training.microbatch",
+    "init_distributed": "_training.distributed",
+    "Processes": "_training.distributed",
+    "EarlyStopping": "_training.early_stop",
+    "plot_metrics": "_training.metrics",
     # export
     "save_model": "_export",
     "load_model": "_export",
@@ -77,6 +88,12 @@ if TYPE_CHECKING:  # pragma: no cover - for editors and type checkers only
     from ._stage import stage
     from ._state import dataloader_seeding, restore_training_state, seed_everything, seed_worker, training_state
     from ._template import copy_template
+    from ._training.data import ResumableSampler, sample_generator, sample_seed
+    from ._training.distributed import Processes, init_distributed
+    from ._training.early_stop import EarlyStopping
+    from ._training.metrics import plot_metrics
+    from ._training.microbatch import MicroBatcher
+    from ._training.run import Run, RunState
 
 
 def __getattr__(name: str) -> Any:

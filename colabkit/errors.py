@@ -3,12 +3,14 @@
     ColabkitError
     ├── ConfigError (ValueError)          bad argument or configuration
     │   ├── ProjectNameError              a project name Drive or the OS rejects
+    │   ├── RunConfigError                a run's changed configuration cannot resume its checkpoint
     │   └── UnsafeNameError               a name from outside that is not one safe path part
     ├── BusyError                         another process holds the lock on that file or folder
     ├── RuntimeEnvironmentError           the runtime cannot do what was asked
     │   ├── DeviceError                   asked for a GPU that is not there
     │   ├── NotInNotebookError            mounting from a `!python` subprocess
-    │   └── MissingDependencyError        an optional extra is not installed
+    │   ├── MissingDependencyError        an optional extra is not installed
+    │   └── OutOfMemoryBackoffError       out of memory even at one row per forward pass
     ├── DriveError                        the Drive mount
     │   ├── MountError                    drive.mount failed
     │   │   ├── MountTimeoutError         the initial read of the root folder timed out
@@ -54,6 +56,10 @@ class ProjectNameError(ConfigError):
     """A project name that Drive or the operating system rejects."""
 
 
+class RunConfigError(ConfigError):
+    """A run's configuration (or model) changed so that its checkpoint cannot be resumed."""
+
+
 class UnsafeNameError(ConfigError):
     """A name from outside (URL, Drive title, archive, manifest) that is not one safe path part."""
 
@@ -79,6 +85,10 @@ class NotInNotebookError(RuntimeEnvironmentError):
 
 class MissingDependencyError(RuntimeEnvironmentError, ImportError):
     """An optional extra is not installed."""
+
+
+class OutOfMemoryBackoffError(RuntimeEnvironmentError):
+    """Out of memory even with one row per forward pass: the micro-batch cannot shrink further."""
 
 
 class DriveError(ColabkitError):

@@ -1,0 +1,264 @@
+"""What a run reports, where a user can look at it: metrics.csv, TensorBoard, a loss curve.
+
+`logs/<run>/metrics.csv` holds one row per logged step and one per epoch
+(columns epoch, step, kind, train_loss, valid_loss, the loop's other metrics,
+lr, seconds, peak_gpu_mb). It is rewritten whole (temp file, then rename) at
+each checkpoint, so it never holds half a row; a resumed run keeps exactly the
+rows its checkpoint had seen and appends after them, so no step appears twice.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable
+
+from .. import _fsio
+from ..errors import ConfigError, MissingDependencyError
+
+FIRST = ("epoch", "step", "kind", "train_loss", "valid_loss")
+LAST = ("lr", "seconds", "peak_gpu_mb")
+CSV_NAME = "metrics.csv"
+RUN_INFO_NAME = "run.json"
+
+
+def _plain_number(value: Any) -> Any:
+    if hasattr(value, "item"):  # tensors and NumPy scalars (converted here, not at every step)
+        value = value.item()
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):
+        return value
+    raise ConfigError(f"run.log() takes numbers (or one-element tensors), got {type(value).__name__} {value!r}.")
+
+
+class MetricsLog:
+    """metrics.csv (and TensorBoard events) of one run; only rank 0 writes.
+
+    Args:
+        folder: the run's logs folder.
+        write: False on ranks other than 0 (they keep rows in memory only).
+        tensorboard: also write TensorBoard event files when the package is installed.
+    """
+
+    def __init__(self, folder: Path, *, write: bool = True, tensorboard: bool = True) -> None:
+        self.folder, self.write, self.tensorboard = Path(folder), write, tensorboard
+        self.path = self.folder / CSV_NAME
+        self.rows: list[dict[str, Any]] = []
+        self._flushed = 0  # rows already sent to TensorBoard
+        self._writer: Any = None
+        self._purge_step: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def restore(self, keep: int, step: int) -> None:
+        """Keep the first `keep` rows of an earlier metrics.csv (those its checkpoint had seen).
+
+        Args:
+            keep: rows recorded when the checkpoint being resumed was saved.
+            step: the global step of that checkpoint (TensorBoard drops its events after it).
+        """
+        self.rows = read_rows(self.path)[:keep] if self.path.is_file() else []
+        self._flushed = len(self.rows)
+        self._purge_step = step + 1
+
+    def add(self, row: dict[str, Any]) -> None:
+        """Append a row (values may be tensors; they are converted when written)."""
+        self.rows.append(row)
+
+    def flush(self) -> None:
+        """Write metrics.csv whole (atomically) and the new rows to TensorBoard."""
+        if not self.write:
+            return
+        for row in self.rows[self._flushed:]:
+            for key, value in row.items():
+                row[key] = _plain_number(value)
+        fields = columns(self.rows)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=fields, restval="", lineterminator="\n")
+        writer.writeheader()
+        for row in self.rows:
+            writer.writerow({k: _format(v) for k, v in row.items()})
+        self.folder.mkdir(parents=True, exist_ok=True)
+        _fsio.write_bytes_atomic(self.path, buffer.getvalue().encode("utf-8"))
+        self._to_tensorboard()
+
+    def _to_tensorboard(self) -> None:
+        new = self.rows[self._flushed:]
+        self._flushed = len(self.rows)
+        if not self.tensorboard or not new:
+            return
+        if self._writer is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is optional (Colab has it)
+                self.tensorboard = False
+                return
+            self._writer = SummaryWriter(log_dir=str(self.folder / "tensorboard"), purge_step=self._purge_step)
+        for row in new:
+            step = int(row.get("step") or 0)
+            prefix = "epoch" if row.get("kind") == "epoch" else "step"
+            for key, value in row.items():
+                if key in ("epoch", "step", "kind") or not isinstance(value, (int, float)):
+                    continue
+                self._writer.add_scalar(f"{prefix}/{key}", value, global_step=step)
+        self._writer.flush()
+
+    def close(self) -> None:
+        """Close the TensorBoard writer (metrics.csv is complete after every flush)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def _format(value: Any) -> Any:
+    if isinstance(value, float):
+        return format(value, ".9g") if math.isfinite(value) else str(value)
+    return value
+
+
+def columns(rows: Iterable[dict[str, Any]]) -> list[str]:
+    """The CSV header: epoch, step, kind, losses, other metrics in order of appearance, lr, seconds, peak GPU."""
+    seen: dict[str, None] = {}
+    for row in rows:
+        for key in row:
+            seen.setdefault(key, None)
+    middle = [k for k in seen if k not in FIRST and k not in LAST]
+    return [k for k in FIRST if k in seen or k in ("epoch", "step", "kind")] + middle + [k for k in LAST if k in seen]
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a metrics.csv, numbers as numbers (empty cells left out)."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        rows = []
+        for raw in csv.DictReader(handle):
+            row: dict[str, Any] = {}
+            for key, text in raw.items():
+                if key is None or text in ("", None):
+                    continue
+                row[key] = _parse(text) if key != "kind" else text
+            rows.append(row)
+    return rows
+
+
+def _parse(text: str) -> Any:
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def write_run_info(folder: Path, info: dict[str, Any]) -> None:
+    """logs/<run>/run.json: monitor, mode, best and stop epochs (what the plot marks)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    _fsio.write_json_atomic(folder / RUN_INFO_NAME, info)
+
+
+def _source(item: Any) -> tuple[str, Path]:
+    """(label, metrics.csv path) of a Run, a logs folder or a metrics.csv file."""
+    log_dir = getattr(item, "log_dir", None)
+    if log_dir is not None:
+        return getattr(item, "name", Path(log_dir).name), Path(log_dir) / CSV_NAME
+    path = Path(item)
+    if path.is_dir():
+        return path.name, path / CSV_NAME
+    return path.parent.name, path
+
+
+def plot_metrics(*runs: Any, path: str | Path, metric: str | None = None, title: str | None = None) -> Path:
+    """Draw the epoch curves of one or more runs from their metrics.csv into a PNG.
+
+    Each run's train_loss and valid_loss (or `metric`) per epoch are drawn;
+    the best epoch is marked with a dot and an early stop with a dashed line
+    (read from the run's run.json). Several runs overlay on one chart, so
+    two configurations can be compared.
+
+    Args:
+        *runs: Run objects, logs/<run> folders or metrics.csv paths.
+        path: the PNG to write (written whole, then renamed into place).
+        metric: one column to draw instead of the two losses (e.g. "valid_accuracy").
+        title: the chart's title.
+
+    Returns:
+        The PNG's path.
+
+    Raises:
+        MissingDependencyError: matplotlib is not installed (`pip install colabkit-ml[plot]`).
+        ConfigError: no runs given, or a run has no metrics.csv yet.
+    """
+    if not runs:
+        raise ConfigError("plot_metrics() needs at least one run (a Run, a logs folder or a metrics.csv).")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # draw to a file; no display needed
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "Drawing the loss curve needs matplotlib; install it with pip install matplotlib "
+            "(or colabkit-ml[plot]). metrics.csv holds the numbers meanwhile."
+        ) from exc
+    final = Path(path)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    drawn = 0
+    all_positive = True
+    for item in runs:
+        label, csv_path = _source(item)
+        if not csv_path.is_file():
+            raise ConfigError(f"{csv_path} does not exist yet; train the run first (it is written at each checkpoint).")
+        rows = [r for r in read_rows(csv_path) if r.get("kind") == "epoch"]
+        info = _fsio.read_json(csv_path.parent / RUN_INFO_NAME) or {}
+        keys = [metric] if metric else [k for k in ("train_loss", "valid_loss") if any(k in r for r in rows)]
+        monitor = info.get("monitor")
+        for key in keys:
+            points = [(r["epoch"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+            if not points:
+                continue
+            xs, ys = zip(*points)
+            all_positive = all_positive and all(y > 0 for y in ys)
+            name = key if len(runs) == 1 else f"{label}: {key}"
+            line, = ax.plot(xs, ys, label=name)
+            drawn += 1
+            best = info.get("best_epoch")
+            if key == monitor and best in xs:
+                ax.plot([best], [ys[xs.index(best)]], "o", color=line.get_color())
+                ax.annotate(f"best (epoch {best})", (best, ys[xs.index(best)]),
+                            textcoords="offset points", xytext=(4, 6), fontsize=8)
+        stop = info.get("stopped_epoch")
+        if stop:
+            ax.axvline(stop, linestyle="--", color="gray", linewidth=1)
+            ax.annotate(f"early stop{'' if len(runs) == 1 else f' ({label})'}", (stop, ax.get_ylim()[1]),
+                        textcoords="offset points", xytext=(-4, -12), ha="right", fontsize=8)
+    ax.set(xlabel="epoch", ylabel=metric or "loss", title=title or "Learning curve")
+    if drawn and all_positive and metric is None:
+        ax.set_yscale("log")
+    if drawn:
+        ax.legend()
+    fig.tight_layout()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    with _fsio.atomic_destination(final) as temp:
+        fig.savefig(temp, dpi=100, format="png")
+    plt.close(fig)
+    return final
+
+
+def read_config(folder: Path) -> dict[str, Any] | None:
+    """logs/<run>/config.json, or None."""
+    data = _fsio.read_json(folder / "config.json")
+    return data if isinstance(data, dict) else None
+
+
+def write_config(folder: Path, config: dict[str, Any]) -> None:
+    """logs/<run>/config.json, written atomically."""
+    folder.mkdir(parents=True, exist_ok=True)
+    _fsio.write_json_atomic(folder / "config.json", json.loads(json.dumps(config)))

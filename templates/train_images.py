@@ -56,7 +56,7 @@ def parse_args(argv=None) -> dict:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for key, default in CONFIG.items():
         kind = type(default) if isinstance(default, (int, float)) else str
-        parser.add_argument("--" + key.replace("_", "-"), type=kind, default=default, help=" ")
+        parser.add_argument("--" + key.replace("_", "-"), type=kind, default=default, help="see CONFIG")
     parser.add_argument("--fresh", action="store_true", help="start over; the old run is kept aside")
     config = vars(parser.parse_args(argv))
     for key, smallest in [("image_size", 1), ("epochs", 1), ("batch_size", 1), ("width", 1),

@@ -48,7 +48,7 @@ def check_predictions(outputs: Path, test_csv: Path = TEST_CSV, target: str = "t
     train = load_template()
     rows = read_csv(outputs / "predictions.csv")
     assert rows[0] == ["id", target]
-    header, test_rows = train.read_csv(test_csv)
+    header, *test_rows = read_csv(test_csv)
     assert [row[0] for row in rows[1:]] == [row[0] for row in test_rows]
     columns = columns if columns is not None else list(range(1, len(header)))
     model = train.Regressor(len(columns), list(hidden))
@@ -92,14 +92,15 @@ def test_main_job_trains_on_the_bundled_data_and_writes_every_output(main_job):
     assert (logs / "metrics.csv").is_file() and (logs / "config.json").is_file()
 
 
-def test_help_shows_every_default(tmp_path):
-    done = run_script(SCRIPT, tmp_path, "--help")
-    assert done.returncode == 0, done.stderr
-    text = " ".join(done.stdout.split())  # argparse wraps long lines
+def test_help_shows_every_default(capsys):
+    with pytest.raises(SystemExit) as info:
+        load_template().parse_args(["--help"])
+    assert info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps long lines
     for flag, default in [("--epochs", "200"), ("--batch-size", "32"), ("--lr", "0.0003"),
                           ("--target", "target"), ("--features", "None"), ("--every", "10.0"),
                           ("--train-csv", "data/diabetes.train.csv")]:
-        assert flag in text and f"(default: {default})" in text, flag
+        assert f"{flag} {flag[2:].upper().replace('-', '_')} see CONFIG (default: {default})" in text, flag
 
 
 def test_progress_output_of_100_epochs_stays_small(tmp_path):
@@ -124,7 +125,8 @@ def covid(tmp_path):
 
 def test_hw1_header_columns_kept_by_position_and_kaggle_header(covid, capsys):
     train_csv, test_csv = covid
-    header, rows = load_template().read_csv(train_csv)
+    header, *rows = read_csv(train_csv)
+    assert header == covid_header() and covid_header(test=True) == read_csv(test_csv)[0]
     assert len(header) == 118 and len(rows) == 2699 and header.count("tested_positive") == 5
     assert len(read_csv(test_csv)[0]) == 117 and len(read_csv(test_csv)) == 1079
 
@@ -150,10 +152,12 @@ def test_hw1_feature_selection_by_name_selects_every_day_and_by_index_one():
     _, by_index = train.select_columns(header, "tested_positive", "38, 39")
     assert by_index == [38, 39] and header[38] == "cli" and header[39] == "ili"
     assert [header[i] for i in positives] == ["tested_positive"] * 4 and DAY[-1] == "tested_positive"
-    with pytest.raises(ConfigError, match="'fever' is no column of the training file"):
+    with pytest.raises(ConfigError, match="'fever' is no feature column of the training file"):
         train.select_columns(header, "tested_positive", "cli,fever")
-    with pytest.raises(ConfigError, match="indices 0..117"):
+    with pytest.raises(ConfigError, match=r"indices 0..117 \(not the target's 117\)"):
         train.select_columns(header, "tested_positive", "118")
+    with pytest.raises(ConfigError, match="'117' is no feature column"):
+        train.select_columns(header, "tested_positive", "117")  # the target itself
 
 
 def test_hw1_selected_features_train_end_to_end(covid, capsys):
@@ -176,7 +180,7 @@ def test_a_test_file_with_other_columns_reports_the_first_differences(covid, tmp
     with open(bad, "w", newline="") as handle:
         csv.writer(handle).writerows(rows)
     message = _fails_before_training(["--train-csv", str(train_csv), "--test-csv", str(bad),
-                                      "--target", "tested_positive"], "same columns", capsys)
+                                      "--target", "tested_positive"], "needs the training file's columns but the target", capsys)
     assert covid_header()[40:42] == ["hh_cmnty_cli", "nohh_cmnty_cli"]
     assert "column 40: 'hh_cmnty_cli' in training, 'ILI' in test" in message
     assert "column 41: 'nohh_cmnty_cli' in training, 'hh_cli' in test" in message
@@ -229,23 +233,20 @@ def test_rerun_says_complete_more_epochs_continue_and_fresh_starts_over(capsys):
     assert len(aside) == 1  # the earlier run is kept, not deleted
 
 
-def test_a_changed_model_shape_is_refused_with_one_message_and_lr_is_applied(tmp_path, capsys):
+def test_a_changed_model_shape_is_refused_with_one_message_and_lr_is_applied(capsys):
     train = load_template()
-    train.main(["--epochs", "3", "--early-stop", "50", "--run", "shape"])
+    train.main(["--epochs", "1", "--hidden", "8"])
     capsys.readouterr()
     with pytest.raises(ConfigError) as info:
-        train.main(["--epochs", "3", "--early-stop", "50", "--run", "shape", "--hidden", "16,8"])
+        train.main(["--epochs", "1", "--hidden", "16"])
     message = str(info.value)
-    assert "hidden" in message and "--fresh" in message and "--run" in message
-    assert "size mismatch" not in message and "\n" not in message.strip()
-    done = run_script(SCRIPT, tmp_path, "--epochs", "1", "--hidden", "8")
-    assert done.returncode == 0, done.stderr
-    again = run_script(SCRIPT, tmp_path, "--epochs", "1", "--hidden", "16")
-    assert again.returncode != 0 and "Traceback" not in again.stderr
-    assert again.stderr.startswith("train.py: error: ") and again.stderr.count("\n") == 1
-    more = run_script(SCRIPT, tmp_path, "--epochs", "2", "--hidden", "8", "--lr", "0.01")
-    assert more.returncode == 0, more.stderr
-    assert "lr" in more.stdout + more.stderr and "epoch    2/2" in more.stdout
+    assert "hidden [8] -> [16]" in message and "--fresh" in message and "--run NAME" in message
+    assert "size mismatch" not in message and "\n" not in message
+    assert "epoch " not in capsys.readouterr().out  # stopped before training
+    more = train.main(["--epochs", "2", "--hidden", "8", "--lr", "0.01"])
+    out = capsys.readouterr().out
+    assert "applied: epochs 1 -> 2, lr 0.0003 -> 0.01" in out and "epoch    2/2" in out
+    assert more["run"].config["lr"] == 0.01
 
 
 # --- out of memory -----------------------------------------------------------------------------
@@ -319,13 +320,18 @@ def _fails_before_training(args: list[str], match: str, capsys) -> str:
 @pytest.mark.parametrize("args, match", [
     (["--train-csv", "covid.train.csv"], "covid.train.csv was not found"),
     (["--target", "tested_positive"], "no target column 'tested_positive'; the columns are id, age"),
-    (["--batch-size", "0"], "batch_size = 0: give a whole number >= 1"),
-    (["--epochs", "-1"], "epochs = -1"),
-    (["--valid-ratio", "1.5"], "valid_ratio = 1.5 must lie strictly between 0 and 1"),
-    (["--valid-ratio", "0.001"], "leaves no training or validation rows"),
+    (["--batch-size", "0"], "batch_size=0: give a whole number >= 1"),
+    (["--epochs", "-1"], "epochs=-1: give a whole number >= 1"),
+    (["--early-stop", "0"], "patience"),
+    (["--every", "0"], "every=0.0: give a number of minutes > 0"),
+    (["--num-workers", "-1"], "num_workers=-1"),
+    (["--valid-ratio", "1.5"], "valid_ratio = 1.5 of 354 rows leaves no training or validation rows"),
+    (["--valid-ratio", "0.001"], "valid_ratio = 0.001 of 354 rows leaves no training or validation rows"),
+    (["--valid-ratio", "-0.2"], "strictly between 0 and 1"),
     (["--hidden", "64,x"], "hidden = '64,x': give positive sizes"),
-    (["--features", "bmi,weight"], "'weight' is no column"),
-    (["--micro-batch-size", "many"], "micro"),
+    (["--features", "bmi,weight"], "'weight' is no feature column"),
+    (["--micro-batch-size", "many"], "micro-batch size 'many': give a number of rows"),
+    (["--micro-batch-size", "0"], "micro_batch_size=0"),
 ])
 def test_bad_configuration_is_stopped_before_training(args, match, capsys):
     message = _fails_before_training(args, match, capsys)
@@ -345,5 +351,5 @@ def test_non_numeric_value_names_line_and_column(tmp_path, capsys):
 def test_bad_configuration_from_the_command_line_is_one_line(tmp_path):
     done = run_script(SCRIPT, tmp_path, "--valid-ratio", "2")
     assert done.returncode == 1
-    assert done.stderr.startswith("train.py: error: valid_ratio = 2.0 must lie strictly between 0 and 1")
+    assert done.stderr.startswith("train.py: error: valid_ratio = 2.0 of 354 rows leaves no training")
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr

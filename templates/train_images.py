@@ -13,6 +13,7 @@ command after a disconnect: it continues at the batch where it stopped.
 """
 import argparse
 import csv
+import math
 import os
 import sys
 from pathlib import Path
@@ -22,16 +23,15 @@ import torch
 from PIL import Image
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
 
 import colabkit
 from colabkit.errors import ColabkitError, ConfigError
 
-# ---------------------------------------------------------------------------------------------
-# 1. Config: edit here, or override on the command line (--epochs 20, --lr 1e-3, ...).
-# ---------------------------------------------------------------------------------------------
+# ---- 1. Config: edit here, or override on the command line (--epochs 20, --lr 1e-3, ...). ------------
 CONFIG = {
-    "project": "ML2022",      # folder under MyDrive (a local folder outside Colab)
+    "project": None,          # folder under MyDrive; None: the one %colab_setup chose, else ML2022
     "run": "images",          # this experiment: checkpoints/<run>, outputs/<run>, logs/<run>
     "archive": "data/digits.zip",  # relative: to the project, its data/, then this folder
     "splits": "train,valid,test",  # folder names inside the archive (older food-11: training,...)
@@ -55,14 +55,13 @@ def parse_args(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for key, default in CONFIG.items():
-        kind = type(default) if isinstance(default, (int, float)) else str
+        kind = type(default) if isinstance(default, (int, float)) else lambda v: int(v) if v.isdigit() else v
         parser.add_argument("--" + key.replace("_", "-"), type=kind, default=default, help="see CONFIG")
     parser.add_argument("--fresh", action="store_true", help="start over; the old run is kept aside")
     config = vars(parser.parse_args(argv))
-    for key, smallest in [("image_size", 1), ("epochs", 1), ("batch_size", 1), ("width", 1),
-                          ("early_stop", 1), ("num_workers", 0)]:
-        if type(config[key]) is not int or config[key] < smallest:
-            raise ConfigError(f"{key} = {config[key]!r}: give a whole number >= {smallest}.")
+    for key in ("image_size", "width"):  # the other counts are checked where they are used
+        if type(config[key]) is not int or config[key] < 1:
+            raise ConfigError(f"{key} = {config[key]!r}: give a whole number >= 1.")
     if config["mode"] not in ("L", "RGB"):
         raise ConfigError(f"mode = {config['mode']!r}: use L (grayscale) or RGB (color).")
     if len(config["splits"].split(",")) != 3:
@@ -70,14 +69,11 @@ def parse_args(argv=None) -> dict:
     return config
 
 
-# ---------------------------------------------------------------------------------------------
-# 2. Data: the archive is staged (copied and extracted) to the local disk once per session.
-# ---------------------------------------------------------------------------------------------
+# ---- 2. Data: the archive is staged (copied and extracted) to the local disk once per session. -------
 def stage_archive(name: str, train_split: str, project) -> Path:
     """The local folder holding the split folders (the archive may wrap them in one more folder)."""
-    places = [Path(name)] if Path(name).is_absolute() else [
-        project.root / name, project.data / name, Path(__file__).resolve().parent / name]
-    archive = next((p for p in places if p.is_file()), None)
+    places = dict.fromkeys([project.root / name, project.data / name, Path(__file__).parent / name])
+    archive = next((place for place in places if place.is_file()), None)  # an absolute name: one place
     if archive is None:
         raise ConfigError(f"{name} was not found (looked in {', '.join(map(str, places))}); put the "
                           "archive there (or %fetch its Drive id into data/) or set archive.")
@@ -129,9 +125,7 @@ def augment(x: torch.Tensor, generator: torch.Generator, flip: int) -> torch.Ten
     return F.pad(x, (pad, pad, pad, pad))[:, i:i + x.shape[-2], j:j + x.shape[-1]]
 
 
-# ---------------------------------------------------------------------------------------------
-# 3. Model: a small convolutional network (the course's sample stacks five such blocks).
-# ---------------------------------------------------------------------------------------------
+# ---- 3. Model: a small convolutional network (the course's sample stacks five such blocks). ----------
 def small_cnn(channels: int, classes: int, width: int) -> nn.Module:
     def block(c_in, c_out):
         return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(), nn.MaxPool2d(2)]
@@ -140,9 +134,7 @@ def small_cnn(channels: int, classes: int, width: int) -> nn.Module:
                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, classes))
 
 
-# ---------------------------------------------------------------------------------------------
-# 4. Validation: model.eval() (batch norm uses its running statistics), torch.no_grad().
-# ---------------------------------------------------------------------------------------------
+# ---- 4. Validation: model.eval() (batch norm uses its running statistics), torch.no_grad(). ----------
 @torch.no_grad()
 def validate(model, loader, loss_fn, procs) -> tuple[float, float]:
     model.eval()
@@ -160,35 +152,32 @@ def validate(model, loader, loss_fn, procs) -> tuple[float, float]:
 def main(argv=None) -> dict:
     config = parse_args(argv)
     procs = colabkit.init_distributed(config["device"])  # torchrun: one process per GPU; else a no-op
-    try:
-        return train(config, procs)
-    finally:
-        procs.close()
-
-
-def train(config: dict, procs) -> dict:
     colabkit.seed_everything(config["seed"])
-    project = colabkit.setup(config["project"], mount=False, chdir=False, quiet=True)  # finds Drive
+    project = (config["project"] is None and colabkit.active_project()) or colabkit.setup(
+        config["project"] or "ML2022", mount=False, chdir=False, quiet=True)  # a script finds the mount
     run = colabkit.Run(config["run"], config={k: v for k, v in config.items() if k != "fresh"},
                        structural=["archive", "splits", "image_size", "mode", "width"], root=project.root,
                        fresh=config["fresh"], seed=config["seed"], every=config["every"],
                        monitor="valid_acc", mode="max", patience=config["early_stop"])
 
     train_dir, valid_dir, test_dir = config["splits"].split(",")
+    if not run.main:
+        procs.barrier()  # rank 0 stages the archive first; the others then find it staged
     root = stage_archive(config["archive"], train_dir, project)
+    if run.main:
+        procs.barrier()
     train_set = ImageFolder(root / train_dir, config, augment=True)
     valid_set = ImageFolder(root / valid_dir, config, classes=train_set.classes)
     test_set = ImageFolder(root / test_dir, config, classes=train_set.classes)
     batch = max(1, config["batch_size"] // procs.world)  # per process
     train_loader = run.loader(train_set, batch, shuffle=True, num_workers=config["num_workers"])
-    valid_loader = run.loader(valid_set, batch, shuffle=False, num_workers=config["num_workers"])
+    valid_loader = DataLoader(Subset(valid_set, range(procs.rank, len(valid_set), procs.world)), batch,
+                              num_workers=config["num_workers"])  # every process: its own share
     if run.main:
         print(f"device: {procs.device}; data: {len(train_set)} training, {len(valid_set)} validation, "
               f"{len(test_set)} test images, {len(train_set.classes)} classes (from {root})")
 
-    # -----------------------------------------------------------------------------------------
-    # 5. Model, loss and optimizer.
-    # -----------------------------------------------------------------------------------------
+    # ---- 5. Model, loss and optimizer. ---------------------------------------------------------------
     channels = 1 if config["mode"] == "L" else 3
     model = small_cnn(channels, len(train_set.classes), config["width"]).to(procs.device)
     loss_fn = nn.CrossEntropyLoss()
@@ -196,33 +185,33 @@ def train(config: dict, procs) -> dict:
     run.track(model, optimizer)  # a rerun restores weights, optimizer, random state and the loop's place
     trained = procs.wrap(model)  # DistributedDataParallel under torchrun, else the model itself
 
-    # -----------------------------------------------------------------------------------------
-    # 6. Training loop: one optimizer step per batch; validation and a checkpoint after each epoch.
-    # -----------------------------------------------------------------------------------------
+    # ---- 6. Training loop: one optimizer step per batch; validation and a checkpoint after each epoch. ----
+    bar = tqdm(total=config["epochs"] * math.ceil(len(train_loader.sampler) / batch), initial=run.step,
+               unit="step", mininterval=2, disable=None if run.main else True)  # ONE bar for the run
     for epoch in run.epochs():  # empty when the run is finished; continues mid-epoch after a crash
         trained.train()
-        for x, y in run.batches(train_loader):
+        for x, y in run.batches(train_loader):  # a checkpoint every `every` minutes, between steps
             loss = loss_fn(trained(x.to(procs.device)), y.to(procs.device))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            run.log(train_loss=loss)
+            run.log(train_loss=loss)  # a row of logs/<run>/metrics.csv
+            bar.update()
         valid_loss, valid_acc = validate(model, valid_loader, loss_fn, procs)
         best = run.log(valid_loss=valid_loss, valid_acc=valid_acc)  # best: by maximum accuracy
         if run.main:
-            print(f"epoch {epoch + 1:>3}/{config['epochs']}  valid loss {valid_loss:.4f}  "
-                  f"accuracy {valid_acc:.4f}" + ("  *best" if best else ""), flush=True)
+            bar.write(f"epoch {epoch + 1:>3}/{config['epochs']}  valid loss {valid_loss:.4f}  "
+                      f"accuracy {valid_acc:.4f}" + ("  *best" if best else ""))
+    bar.close()
 
-    # -----------------------------------------------------------------------------------------
-    # 7. Test predictions with the best model, in Kaggle's format: Id,Category.
-    # -----------------------------------------------------------------------------------------
+    # ---- 7. Test predictions with the best model, in Kaggle's format: Id,Category. -------------------
     summary = {"run": run, "model": run.output_dir / "model.safetensors",
                "predictions": run.output_dir / "predictions.csv"}
     if run.main:
         run.load_best(model)
         model.eval()
         with torch.no_grad():
-            test_loader = torch.utils.data.DataLoader(test_set, batch_size=batch)
+            test_loader = DataLoader(test_set, batch_size=batch, num_workers=config["num_workers"])
             labels = torch.cat([model(x.to(procs.device)).argmax(1).cpu() for x, _ in test_loader])
         summary["model"] = colabkit.save_model(model, summary["model"])
         temp = summary["predictions"].with_name(".predictions.csv.tmp")
@@ -233,7 +222,7 @@ def train(config: dict, procs) -> dict:
         summary["plot"] = run.plot()
         print(f"best validation accuracy {run.best:.4f} at epoch {run.best_epoch}; outputs in "
               f"{run.output_dir}")
-    procs.barrier()
+    procs.close()  # leaves the process group (torchrun)
     return summary
 
 

@@ -54,3 +54,36 @@ def write_covid(folder: Path, train_rows: int = TRAIN_ROWS, test_rows: int = TES
                 writer.writerow(values[:-1] if test else values)
         paths.append(path)
     return paths[0], paths[1]
+
+
+def write_image_archive(path: Path, *, train: int, valid: int, test: int, layout: str = "prefix",
+                        top: str | None = "images", splits=("train", "valid", "test"), seed: int = 0) -> Path:
+    """A zip of real images taken from the bundled digits, in one of the course's two layouts.
+
+    layout "prefix": train/<class>_<n>.png (food-11, ML2023 HW3); "folders":
+    train/<class>/<n>.png (ML2022 HW3's food-11, class folders "00".."10"-style
+    names here "d0".."d9"). `top` wraps everything in one top-level folder (None: none).
+    """
+    import zipfile
+
+    bundled = Path(__file__).resolve().parent.parent / "templates" / "data" / "digits.zip"
+    with zipfile.ZipFile(bundled) as source:
+        members = {name: source.read(name) for name in source.namelist() if name.endswith(".png")}
+    rng = random.Random(seed)
+    labelled = sorted(n for n in members if "/test/" not in n)
+    rng.shuffle(labelled)
+    prefix = f"{top}/" if top else ""
+    with zipfile.ZipFile(path, "w") as archive:
+        start = 0
+        for split, count in zip(splits, (train, valid, test)):
+            for n, name in enumerate(labelled[start:start + count]):
+                label = Path(name).name.split("_")[0]
+                if split == splits[2]:
+                    inner = f"{n:04d}.png"
+                elif layout == "prefix":
+                    inner = f"{label}_{n}.png"
+                else:
+                    inner = f"d{label}/{n}.png"
+                archive.writestr(f"{prefix}{split}/{inner}", members[name])
+            start += count
+    return path

@@ -74,8 +74,22 @@ def template_files() -> dict[str, Traversable]:
             else:
                 found[prefix + entry.name] = entry
 
-    walk(resources.files(PACKAGE), "")
+    walk(templates_root(), "")
     return dict(sorted(found.items()))
+
+
+def templates_root() -> Traversable | Path:
+    """The templates of the colabkit being run.
+
+    Installed (a wheel, or an editable install), they are the package
+    `colabkit.templates`. In a source checkout put first on PYTHONPATH they
+    are its templates/ folder beside colabkit/: an editable install of another
+    checkout must not hand out that checkout's older templates instead.
+    """
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "setup.cfg").is_file() and (checkout / "templates" / "__init__.py").is_file():
+        return checkout / "templates"
+    return resources.files(PACKAGE)
 
 
 def copy_template(destination: str | os.PathLike | None = None) -> TemplateCopy:

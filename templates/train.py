@@ -217,9 +217,9 @@ def main(argv=None) -> dict:
                                        xb.to(procs.device), yb.to(procs.device)))
         valid_loss = procs.mean(total, len(valid_loader.dataset))  # over every process's share
         best = run.log(valid_loss=valid_loss)  # True: a new best; early stopping counts the others
-        if run.main:
-            bar.write(f"epoch {epoch + 1:>4}/{config['epochs']}  valid loss {valid_loss:10.4f}"
-                      + ("  *best" if best else ""))
+        line = f"epoch {epoch + 1:>4}/{config['epochs']}  valid loss {valid_loss:10.4f}" + ("  *best" * best)
+        if run.main:  # on the bar (a terminal or notebook), else one line per epoch (a log file)
+            bar.set_postfix_str(line, refresh=False) if not bar.disable else print(line, flush=True)
     bar.close()
 
     # ---- 7. Test predictions with the best model, in Kaggle's format: id,<target> ---------------

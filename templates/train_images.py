@@ -199,9 +199,10 @@ def main(argv=None) -> dict:
             bar.update()
         valid_loss, valid_acc = validate(model, valid_loader, loss_fn, procs)
         best = run.log(valid_loss=valid_loss, valid_acc=valid_acc)  # best: by maximum accuracy
-        if run.main:
-            bar.write(f"epoch {epoch + 1:>3}/{config['epochs']}  valid loss {valid_loss:.4f}  "
-                      f"accuracy {valid_acc:.4f}" + ("  *best" if best else ""))
+        line = (f"epoch {epoch + 1:>3}/{config['epochs']}  valid loss {valid_loss:.4f}  accuracy "
+                f"{valid_acc:.4f}" + ("  *best" * best))
+        if run.main:  # on the bar (a terminal or notebook), else one line per epoch (a log file)
+            bar.set_postfix_str(line, refresh=False) if not bar.disable else print(line, flush=True)
     bar.close()
 
     # ---- 7. Test predictions with the best model, in Kaggle's format: Id,Category. -------------------

@@ -223,10 +223,11 @@ class Run:
         self._last_save = time.monotonic()
         self._interrupted = False
         self._saved_interrupt = False
+        self._stop_requested = False  # a SIGINT arrived during a step: stop at the next batch
+        self._defer_interrupt = False
         self._stopped_epoch: int | None = None
+        self._config_written = False
         self._load_latest()
-        if self.main and not (self.finished and self.changed):
-            write_config(self.log_dir, self.config)
 
     # ------------------------------------------------------------------ set-up
 
@@ -299,8 +300,6 @@ class Run:
                           f"to start over{more}.")
             return
         self._say(f"Run {self.name!r} resumes {where} (step {self.step}) from {Path(payload_path(self)).name}.")
-        if self.changed:
-            self._say(f"note: configuration changed since the checkpoint, applied: {_config.describe(self.changed)}")
 
     # ------------------------------------------------------------------ public state
 
@@ -350,6 +349,7 @@ class Run:
         if optimizer is not None and hasattr(optimizer, "register_step_post_hook"):
             optimizer.register_step_post_hook(self._count_step)
         if self._payload is None:
+            self._write_config()
             return
         state = self._payload
         bare = unwrap_model(model)
@@ -376,6 +376,15 @@ class Run:
                     if key != "initial_lr":
                         group[key] = value
         self._payload = None  # restored; the RNG follows when the loop continues
+        if self.changed and not self.finished:
+            self._say(f"note: configuration changed since the checkpoint, applied: {_config.describe(self.changed)}")
+        self._write_config()
+
+    def _write_config(self) -> None:
+        """logs/<run>/config.json: the configuration the run trains with (not a refused or unused one)."""
+        if self.main and not self._config_written and not (self.finished and self.changed):
+            write_config(self.log_dir, self.config)
+            self._config_written = True
 
     def _count_step(self, *args: Any, **kwargs: Any) -> None:
         self._steps_seen += 1
@@ -440,6 +449,7 @@ class Run:
         """
         if self.finished:
             return
+        self._write_config()
         handler = self._catch_interrupt()
         self._session_start = time.monotonic()
         try:
@@ -497,8 +507,15 @@ class Run:
                     self._pending = False
                     self.batch += 1
                     self.step += 1
+                    if self._stop_requested:  # the stop button, pressed during that step
+                        self._interrupted = self._saved_interrupt = True
+                        path = self._save(metric=None)  # exactly between two batches
+                        self.checkpoints.wait()
+                        self._say(f"Interrupted: saved {path.name}; rerun the same code to continue from there.")
+                        raise KeyboardInterrupt
                     if self._save_due():
                         self._save(metric=None)
+                self._defer_interrupt = False
                 self._boundary_rng = _raw_rng()
                 try:
                     batch = next(iterator)
@@ -506,12 +523,14 @@ class Run:
                     break
                 self._pending = True
                 self._steps_at_yield = self._steps_seen
+                self._defer_interrupt = True  # a stop during the step takes effect after it
                 yield batch
         except GeneratorExit:
             self._save_if_interrupted()
             raise
         finally:
             self._in_batches = False
+            self._defer_interrupt = False
 
     def log(self, **metrics: Any) -> bool:
         """Record metrics: inside `batches()` a step row, after it the epoch's row.
@@ -606,9 +625,11 @@ class Run:
                                tracked.get("scaler"), run=run, user=dict(self.state))
         if rng is not None:
             state["rng"] = _plain_rng(rng)
+        # metrics.csv first: it then always holds at least the rows of any published checkpoint
+        # (a resume keeps exactly those), even when a kill lands while the checkpoint is written
+        self.metrics.flush()
         path = self.checkpoints.save(state, epoch=self.epoch, step=step, metric=metric)
         self._last_save = time.monotonic()
-        self.metrics.flush()
         if self.main:
             write_run_info(self.log_dir, {
                 "name": self.name, "monitor": self.monitor, "mode": self.mode, "patience": self.stopper.patience,
@@ -634,6 +655,12 @@ class Run:
         def note_interrupt(signum: int, frame: Any) -> None:
             if previous == signal.SIG_IGN:
                 return
+            if self._defer_interrupt and not self._stop_requested:
+                # inside a training step: finish it, save at the next batch, then stop (exact)
+                self._stop_requested = True
+                if self.main:
+                    print("Stopping after this step (interrupt again to stop at once)...", flush=True)
+                return
             self._interrupted = True
             if callable(previous):
                 previous(signum, frame)
@@ -644,7 +671,7 @@ class Run:
             signal.signal(signal.SIGINT, note_interrupt)
         except ValueError:  # pragma: no cover - not the main interpreter
             return None
-        self._interrupted = self._saved_interrupt = False
+        self._interrupted = self._saved_interrupt = self._stop_requested = False
         return previous
 
     @staticmethod

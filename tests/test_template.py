@@ -86,6 +86,8 @@ def test_cli_template_in_a_subprocess(tmp_path):
     assert (dest / "train.py").is_file() and (dest / "colab_quickstart.ipynb").is_file()
     assert (dest / "train_images.py").is_file() and zipfile.is_zipfile(dest / "data" / "digits.zip")
     assert "copied     data/diabetes.train.csv" in done.stdout
+    assert f"Train with: python {dest / 'train.py'}   or   python {dest / 'train_images.py'}" in \
+        done.stdout + done.stderr  # a terminal runs it without the `!` a notebook cell needs
     (dest / "train.py").write_text("# edited\n")
     again = subprocess.run([sys.executable, "-m", "colabkit", "template", str(dest)],
                            capture_output=True, text=True, timeout=60)
@@ -94,12 +96,13 @@ def test_cli_template_in_a_subprocess(tmp_path):
     assert (dest / "train.py").read_text() == "# edited\n"
 
 
-def test_colab_setup_template_magic(fake_colab, ipython_shell):
+def test_colab_setup_template_magic(fake_colab, ipython_shell, capsys):
     from colabkit._extension import load_ipython_extension
 
     load_ipython_extension(ipython_shell)
     ipython_shell.run_line_magic("colab_setup", "ML2022 --template")
     root = fake_colab.mydrive / "ML2022"
+    assert f"Train with: !python {root / 'train.py'}" in capsys.readouterr().out  # a cell needs the `!`
     assert Path.cwd() == root
     assert (root / "train.py").read_bytes() == (REPO / "templates" / "train.py").read_bytes()
     assert (root / "data" / "diabetes.train.csv").is_file()

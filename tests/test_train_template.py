@@ -103,6 +103,7 @@ def test_help_shows_every_default(capsys):
         assert f"{flag} {flag[2:].upper().replace('-', '_')} see CONFIG (default: {default})" in text, flag
 
 
+@pytest.mark.slow
 def test_progress_output_of_100_epochs_stays_small(tmp_path):
     """Under a pseudo-terminal (what Colab's `!` gives a script) the bar is one for the run."""
     done = run_in_pty([sys.executable, str(SCRIPT), "--epochs", "100", "--early-stop", "101"],
@@ -193,20 +194,24 @@ def test_a_test_file_with_other_columns_reports_the_first_differences(covid, tmp
 TINY = ["--epochs", "4", "--early-stop", "50", "--every", "0.0001", "--hidden", "8"]
 
 
+@pytest.fixture(scope="module")
+def tiny_reference(tmp_path_factory):
+    """An uninterrupted run (workers 0) that the killed runs must match bit for bit."""
+    root = tmp_path_factory.mktemp("tiny-reference")
+    done = run_script(SCRIPT, root, *TINY, "--num-workers", "0")
+    assert done.returncode == 0, done.stdout + done.stderr
+    return outputs_of(root, "train")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 2])
-def test_sigkill_at_five_steps_mid_epoch_then_rerun_is_bit_identical(tmp_path, workers):
-    args = [*TINY, "--num-workers", str(workers)]
-    reference = tmp_path / "reference"
-    done = run_script(SCRIPT, reference, *args)
-    assert done.returncode == 0, done.stdout + done.stderr
+def test_sigkill_at_five_steps_mid_epoch_then_rerun_is_bit_identical(tiny_reference, tmp_path, workers):
     killed = tmp_path / "killed"
-    kill_points = sorted(random.Random(workers).sample(range(2, 8), 5))  # 9 steps an epoch
-    steps = kill_and_rerun(SCRIPT, killed, args, kill_points)
+    kill_points = sorted(random.Random(workers).sample(range(2, 8), 5))  # 9 steps an epoch, 36 in all
+    steps = kill_and_rerun(SCRIPT, killed, [*TINY, "--num-workers", str(workers)], kill_points)
     assert sum(steps[:-1]) >= sum(kill_points) and steps[-1] < 36  # each launch went on, none replayed
     for name in ("model.safetensors", "predictions.csv"):
-        assert (outputs_of(killed, "train") / name).read_bytes() == \
-            (outputs_of(reference, "train") / name).read_bytes(), name
+        assert (outputs_of(killed, "train") / name).read_bytes() == (tiny_reference / name).read_bytes(), name
 
 
 # --- reruns, config changes -------------------------------------------------------------------

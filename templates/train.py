@@ -52,7 +52,7 @@ def parse_args(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for key, default in CONFIG.items():
-        kind = type(default) if isinstance(default, (int, float)) else lambda v: int(v) if v.isdigit() else v
+        kind = {int: int, float: float, str: str}.get(type(default), lambda v: int(v) if v.isdigit() else v)
         parser.add_argument("--" + key.replace("_", "-"), type=kind, default=default, help="see CONFIG")
     parser.add_argument("--fresh", action="store_true", help="start over; the old run is kept aside")
     config = vars(parser.parse_args(argv))  # counts and sizes are checked where they are used

@@ -227,7 +227,7 @@ def run(quick: bool = False) -> list[Figure]:
         detail = (f"median of {len(ratios)} paired ratios (rotated order), range {min(ratios):.3f}-"
                   f"{max(ratios):.3f}; median rows/s {side} {statistics.median(rates[side]):,.0f}, "
                   f"{peer} {statistics.median(rates[peer]):,.0f}; {epochs} epochs of {n_train:,} rows "
-                  f"(bundled data x{times}), 1 torch thread, end to end in-process")
+                  f"(bundled data x{times}), 1 torch thread, the loop timed in-process")
         return Figure(title, statistics.median(ratios), 0.97, "higher", detail)
 
     figures = [figure("bare", "template train.py / bare loop (training throughput)"),

@@ -12,7 +12,6 @@ colabkit.sample_generator(). At the end it writes OUT/weights.pt.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import sys
 from pathlib import Path

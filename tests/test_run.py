@@ -30,7 +30,8 @@ class Rows(torch.utils.data.Dataset):
         return self.x[i] + 0.1 * torch.randn(5, generator=g), self.y[i]
 
 
-def train(root, *, epochs=2, lr=0.05, hidden=8, data="rows-40", interrupt_at=None, valid=None, **kwargs):
+def train(root, *, epochs=2, lr=0.05, hidden=8, data="rows-40", interrupt_at=None, valid=None, batch_size=8,
+          dataset=None, **kwargs):
     """A student's loop on Run; returns (run, model)."""
     colabkit.seed_everything(0)
     config = {"epochs": epochs, "lr": lr, "hidden": hidden, "data": data}
@@ -38,7 +39,7 @@ def train(root, *, epochs=2, lr=0.05, hidden=8, data="rows-40", interrupt_at=Non
     model = nn.Sequential(nn.Linear(5, hidden), nn.Dropout(0.1), nn.Linear(hidden, 1))
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     run.track(model, optimizer)
-    loader = run.loader(Rows(), batch_size=8)
+    loader = run.loader(dataset or Rows(), batch_size=batch_size)
     for epoch in run.epochs():
         model.train()
         for x, y in run.batches(loader):
@@ -75,7 +76,7 @@ def test_rerun_of_a_finished_run_does_nothing_and_more_epochs_continue_exactly(t
     assert run.state.history == [0, 1]
     before = tree_digest(run.checkpoint_dir)
     capsys.readouterr()
-    again, model2 = train(tmp_path / "a", epochs=2)
+    _, model2 = train(tmp_path / "a", epochs=2)
     out = capsys.readouterr().out
     assert "is complete (2 of 2 epochs done); nothing to do" in out
     assert tree_digest(run.checkpoint_dir) == before  # nothing trained, nothing written
@@ -83,7 +84,7 @@ def test_rerun_of_a_finished_run_does_nothing_and_more_epochs_continue_exactly(t
     more, model3 = train(tmp_path / "a", epochs=3)
     assert "resumes after epoch 2" in capsys.readouterr().out
     assert more.epoch == 3 and more.state.history == [0, 1, 2]
-    straight, model4 = train(tmp_path / "b", epochs=3)
+    _, model4 = train(tmp_path / "b", epochs=3)
     assert same(weights(model3), weights(model4))  # 2 + 1 epochs == 3 epochs, bit for bit
 
 
@@ -102,7 +103,7 @@ def test_fresh_moves_the_old_run_aside_and_deletes_nothing(tmp_path, capsys):
 
 
 def test_a_changed_model_shape_stops_with_one_message_and_the_ways_on(tmp_path, capsys):
-    run, _ = train(tmp_path, epochs=1, hidden=8)
+    train(tmp_path, epochs=1, hidden=8)
     before = tree_digest(tmp_path)
     with pytest.raises(RunConfigError) as info:
         train(tmp_path, epochs=2, hidden=16)
@@ -203,7 +204,7 @@ def test_keyboard_interrupt_saves_between_steps_then_reraises_and_resumes_exactl
 
 
 def test_user_state_comes_back_as_dict_and_attributes(tmp_path):
-    run, _ = train(tmp_path, epochs=1)
+    train(tmp_path, epochs=1)
     run2, _ = train(tmp_path, epochs=2)
     assert run2.state["history"] == [0, 1] and run2.state.history == [0, 1]
     with pytest.raises(AttributeError, match="run.state has no 'missing'"):
@@ -272,3 +273,37 @@ def test_loader_refuses_a_sampler_and_batches_needs_its_loader(tmp_path):
     plain = torch.utils.data.DataLoader(Rows(), batch_size=4)
     with pytest.raises(ConfigError, match="run.loader"):
         next(iter(run.batches(plain)))
+
+
+def test_the_loop_needs_track_first_and_logged_tensors_hold_no_graph(tmp_path):
+    run = colabkit.Run("y", epochs=1, root=tmp_path)
+    with pytest.raises(ConfigError, match=r"run.track\(model"):
+        next(iter(run.epochs()))
+    model = nn.Linear(5, 1)
+    run.track(model, torch.optim.SGD(model.parameters(), lr=0.1))
+    loader = run.loader(Rows(), batch_size=20)
+    for _ in run.epochs():
+        for x, y in run.batches(loader):
+            loss = ((model(x).squeeze(1) - y) ** 2).mean()
+            run.log(train_loss=loss)
+            assert run.metrics.rows[-1]["train_loss"].grad_fn is None
+            loss.backward()
+        run.log(valid_loss=1.0)
+    assert [r["kind"] for r in read_rows(run.log_dir / "metrics.csv")] == ["step", "step", "epoch"]
+
+
+def test_a_batch_size_changed_mid_epoch_goes_on_at_the_same_sample(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path, epochs=1, interrupt_at=3)  # 3 batches of 8 done: 24 samples
+
+    class Counting(Rows):
+        loaded = []
+
+        def __getitem__(self, i):
+            self.loaded.append(i)
+            return super().__getitem__(i)
+
+    data = Counting()
+    run, _ = train(tmp_path, epochs=1, batch_size=4, dataset=data)
+    order = colabkit.ResumableSampler(40, seed=0, num_replicas=1, rank=0).order(0)
+    assert data.loaded == order[24:] and run.step == 3 + 4

@@ -102,10 +102,11 @@ def test_killed_at_five_steps_resumes_bit_identical_without_reloading(tmp_path, 
     final_start = start_of(lines)
     starts.append(final_start)
 
-    # every rerun continued from a later point, and most of them inside an epoch
+    # every rerun went on from its last published checkpoint (a kill can land before the save after
+    # the reported step is on disk, so two sessions may start at the same step), mostly inside an epoch
     steps = [step for _, _, step in starts]
-    assert steps[0] == 0 and steps == sorted(steps) and len(set(steps)) == len(steps), starts
-    assert sum(1 for _, batch, _ in starts if batch > 0) >= 3, starts
+    assert steps[0] == 0 and steps == sorted(steps) and len(set(steps)) >= 4, starts
+    assert sum(1 for _, batch, _ in set(starts) if batch > 0) >= 3, starts
     epoch, batch, step = final_start
     assert batch > 0 and step == epoch * STEPS_PER_EPOCH + batch, final_start
 
@@ -136,9 +137,9 @@ def test_killed_at_five_steps_resumes_bit_identical_without_reloading(tmp_path, 
     # metrics.csv: one row per step and per epoch, as in the uninterrupted run (no duplicates)
     rows = read_rows(root / "logs" / "loop" / "metrics.csv")
     ref_rows = read_rows(tmp_path / "reference" / "logs" / "loop" / "metrics.csv")
-    key = lambda r: (r["kind"], r["epoch"], r["step"])  # noqa: E731
+    key = lambda r: (r["kind"], r["epoch"], r["step"])
     assert [key(r) for r in rows] == [key(r) for r in ref_rows]
     assert [r["step"] for r in rows if r["kind"] == "step"] == list(range(1, 17))
     assert [r["epoch"] for r in rows if r["kind"] == "epoch"] == [1, 2]
-    strip = lambda r: {k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
+    strip = lambda r: {k: v for k, v in r.items() if k != "seconds"}
     assert [strip(r) for r in rows] == [strip(r) for r in ref_rows]

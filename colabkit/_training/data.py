@@ -11,7 +11,8 @@ gives `Dataset.__getitem__` a torch.Generator seeded from (seed, epoch, index).
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 

@@ -13,8 +13,10 @@ import csv
 import io
 import json
 import math
+import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from .. import _fsio
 from ..errors import ConfigError, MissingDependencyError
@@ -51,22 +53,40 @@ class MetricsLog:
         self.path = self.folder / CSV_NAME
         self.rows: list[dict[str, Any]] = []
         self._flushed = 0  # rows already sent to TensorBoard
+        self.written = 0  # rows the file holds (as this process last wrote it)
+        self.last_write = 0.0  # time.monotonic() of that write
         self._writer: Any = None
         self._purge_step: int | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def restore(self, keep: int, step: int) -> None:
-        """Keep the first `keep` rows of an earlier metrics.csv (those its checkpoint had seen).
+    def restore(self, keep: int, step: int, tail_start: int | None = None, tail: list | None = None) -> None:
+        """Continue with the rows a checkpoint had seen: the file's first rows, then the checkpoint's tail.
 
         Args:
             keep: rows recorded when the checkpoint being resumed was saved.
             step: the global step of that checkpoint (TensorBoard drops its events after it).
+            tail_start: how many of those rows the file held when the checkpoint was saved.
+            tail: the rows after those (carried in the checkpoint, since the file is
+                rewritten less often than checkpoints are saved).
         """
-        self.rows = read_rows(self.path)[:keep] if self.path.is_file() else []
-        self._flushed = len(self.rows)
+        rows = read_rows(self.path) if self.path.is_file() else []
+        if tail_start is not None:
+            rows = rows[:tail_start] + [dict(row) for row in (tail or [])]
+        self.rows = rows[:keep]
+        self.written = self._flushed = len(self.rows)
         self._purge_step = step + 1
+
+    def tail(self) -> tuple[int, list[dict[str, Any]]]:
+        """(rows the file holds, the rows after them as plain data): what a checkpoint carries."""
+        if not self.write:  # ranks other than 0: rank 0's checkpoint is the one written
+            self.written = len(self.rows)
+            return self.written, []
+        for row in self.rows[self.written:]:
+            for key, value in row.items():
+                row[key] = _plain_number(value)
+        return self.written, [dict(row) for row in self.rows[self.written:]]
 
     def add(self, row: dict[str, Any]) -> None:
         """Append a row (values may be tensors; they are converted when written)."""
@@ -75,6 +95,7 @@ class MetricsLog:
     def flush(self) -> None:
         """Write metrics.csv whole (atomically) and the new rows to TensorBoard."""
         if not self.write:
+            self.written = len(self.rows)
             return
         for row in self.rows[self._flushed:]:
             for key, value in row.items():
@@ -87,6 +108,7 @@ class MetricsLog:
             writer.writerow({k: _format(v) for k, v in row.items()})
         self.folder.mkdir(parents=True, exist_ok=True)
         _fsio.write_bytes_atomic(self.path, buffer.getvalue().encode("utf-8"))
+        self.written, self.last_write = len(self.rows), time.monotonic()
         self._to_tensorboard()
 
     def _to_tensorboard(self) -> None:

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import gc
 import math
+from collections.abc import Callable
 from contextlib import nullcontext
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any
 
 from .._validate import check_count
 from ..errors import ConfigError, OutOfMemoryBackoffError
-
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
 
 STATE_KEY = "micro_batch_size"
 
@@ -184,13 +182,10 @@ class MicroBatcher:
             ) from error
         self.size = max(1, current // 2)
         gc.collect()
-        try:
-            import torch
+        import torch
 
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except Exception:  # pragma: no cover - freeing memory is best effort
-            pass
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # give the failed attempt's blocks back before the retry
         if not self.quiet:
             print(f"CUDA out of memory: micro-batch now {self.size} rows "
                   f"({self.steps} accumulation steps per batch of {self.batch_size})", flush=True)

@@ -30,8 +30,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import Any
 
 from .. import _fsio
 from .._state import capture_rng_state, restore_rng_state, training_state, unwrap_model
@@ -42,9 +43,6 @@ from .data import KeyedDataset, ResumableSampler
 from .distributed import Processes
 from .early_stop import EarlyStopping
 from .metrics import MetricsLog, plot_metrics, write_config, write_run_info
-
-if TYPE_CHECKING:  # pragma: no cover
-    import torch
 
 RUN_FORMAT = "colabkit.run/1"
 DEFAULT_EVERY_MINUTES = 10.0
@@ -117,7 +115,12 @@ def _world() -> Processes:
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():
-            return Processes(rank=dist.get_rank(), world=dist.get_world_size())
+            device = None
+            if dist.get_backend() == "nccl":  # nccl collectives need tensors on this process's GPU
+                import torch
+
+                device = torch.device("cuda", torch.cuda.current_device())
+            return Processes(rank=dist.get_rank(), world=dist.get_world_size(), device=device)
     return Processes()
 
 
@@ -165,7 +168,8 @@ class Run:
                  fresh: bool = False, seed: int = 0, monitor: str = "valid_loss", mode: str = "min",
                  patience: int | None = None, keep_last: int = 3, tensorboard: bool = True,
                  quiet: bool = False) -> None:
-        from .. import CheckpointManager  # public API (the checkpoint package is private)
+        # the public name: colabkit._checkpoint is private (and being split up)
+        from .. import CheckpointManager
 
         self.name = _fsio.safe_component(name, "run name", "use a name like 'hw1' or 'resnet-lr3e-4'")
         self.config = _config.plain_config(config)
@@ -205,6 +209,7 @@ class Run:
         # where the loop stands
         self.epoch = 0             # epochs done (= the 0-based number of the epoch in progress)
         self.batch = 0             # batches done in the epoch in progress
+        self.position = 0          # samples done in the epoch in progress (where its sampler goes on)
         self.step = 0              # batches done in all
         self.seconds = 0.0         # training time in all, over every session
         self.resumed = False
@@ -278,11 +283,12 @@ class Run:
                                  + ", ".join(blocking) + " cannot change within a run)", self.changed)
         self._payload = payload
         self.epoch, self.batch, self.step = int(run["epoch"]), int(run["batch"]), int(run["step"])
+        self.position = int(run.get("position", 0))
         self.seconds = float(run.get("seconds", 0.0))
         self.stopper.load_state_dict(run.get("early_stop") or {})
         self._stopped_epoch = run.get("stopped_epoch")
         self.state.update(payload.get("extra", {}).get("user") or {})
-        self.metrics.restore(int(run.get("rows", 0)), self.step)
+        self.metrics.restore(int(run.get("rows", 0)), self.step, run.get("tail_start"), run.get("tail"))
         self._pending_rng = payload.get("rng")
         self.resumed = True
         where = (f"after epoch {self.epoch}" if self.batch == 0
@@ -449,6 +455,9 @@ class Run:
         """
         if self.finished:
             return
+        if self._tracked.get("model") is None:
+            raise ConfigError("Call run.track(model, optimizer, ...) before `for epoch in run.epochs():`, so the "
+                              "run knows what to save and restore.")
         self._write_config()
         handler = self._catch_interrupt()
         self._session_start = time.monotonic()
@@ -494,36 +503,38 @@ class Run:
         if not self._in_epoch:
             raise ConfigError("run.batches(loader) goes inside `for epoch in run.epochs():`.")
         batch_size = loader.batch_size
-        sampler.set_epoch(self.epoch, self.batch * batch_size)
+        # the position is kept in samples: a batch size changed on a rerun goes on at the same sample
+        sampler.set_epoch(self.epoch, self.position)
         if self.batch:
             self._continue_rng()
         self._batch_size = batch_size
         self._in_batches = True
         self._pending = False
+        self._boundary_rng = None
+        self._defer_interrupt = True  # from here to the end of the batches, a stop waits for a boundary
         iterator = iter(loader)
         try:
             while True:
                 if self._pending:  # the batch handed out last is done
                     self._pending = False
                     self.batch += 1
+                    self.position += batch_size
                     self.step += 1
                     if self._stop_requested:  # the stop button, pressed during that step
-                        self._interrupted = self._saved_interrupt = True
-                        path = self._save(metric=None)  # exactly between two batches
-                        self.checkpoints.wait()
-                        self._say(f"Interrupted: saved {path.name}; rerun the same code to continue from there.")
-                        raise KeyboardInterrupt
+                        self._stop_at_boundary()
                     if self._save_due():
                         self._save(metric=None)
-                self._defer_interrupt = False
-                self._boundary_rng = _raw_rng()
                 try:
                     batch = next(iterator)
                 except StopIteration:
+                    if self._stop_requested:
+                        self._stop_at_boundary()
+                    self._defer_interrupt = False
+                    # where the epoch's validation starts: an interrupt during it resumes from here
+                    self._boundary_rng = _raw_rng()
                     break
                 self._pending = True
                 self._steps_at_yield = self._steps_seen
-                self._defer_interrupt = True  # a stop during the step takes effect after it
                 yield batch
         except GeneratorExit:
             self._save_if_interrupted()
@@ -531,6 +542,14 @@ class Run:
         finally:
             self._in_batches = False
             self._defer_interrupt = False
+
+    def _stop_at_boundary(self) -> None:
+        """Save exactly between two batches, then stop as the interrupt asked."""
+        self._interrupted = self._saved_interrupt = True
+        path = self._save(metric=None)
+        self.checkpoints.wait()
+        self._say(f"Interrupted: saved {path.name}; rerun the same code to continue from there.")
+        raise KeyboardInterrupt
 
     def log(self, **metrics: Any) -> bool:
         """Record metrics: inside `batches()` a step row, after it the epoch's row.
@@ -546,6 +565,8 @@ class Run:
             True when this epoch's `monitor` value is a new best (save your best
             outputs then); False otherwise, and for step rows.
         """
+        # tensors are kept detached (no autograd graph held) and turned into numbers when written
+        metrics = {k: (v.detach() if hasattr(v, "detach") else v) for k, v in metrics.items()}
         if self._in_batches:
             row = {"epoch": self.epoch + 1, "step": self.step + 1, "kind": "step", **metrics}
             self.metrics.add(row)
@@ -582,6 +603,7 @@ class Run:
             return
         self.epoch += 1
         self.batch = 0
+        self.position = 0
         row = {"epoch": self.epoch, "step": self.step, "kind": "epoch", **self._epoch_row}
         optimizer = self._tracked.get("optimizer")
         if optimizer is not None and optimizer.param_groups:
@@ -605,19 +627,29 @@ class Run:
 
     def _save(self, metric: Any, between_steps: bool = False) -> Path:
         tracked = self._tracked
-        if not tracked.get("model"):
+        if tracked.get("model") is None:
             raise ConfigError("Call run.track(model, optimizer, ...) before the loop, so the run knows what to save.")
-        batch, step, rng = self.batch, self.step, None
+        batch, step, rng, position = self.batch, self.step, None, self.position
         if between_steps:  # a save asked for from inside the loop's body (interrupt, run.save())
-            if self._pending and self._steps_seen > self._steps_at_yield:
-                batch, step = batch + 1, step + 1  # the batch handed out is done: its step ran
-            elif self._in_epoch:
-                rng = self._boundary_rng  # continue from the last point between two batches
+            if self._pending:  # only after a second interrupt: stopped inside a step (best effort)
+                if self._steps_seen > self._steps_at_yield:
+                    batch, step = batch + 1, step + 1  # the batch handed out is done: its step ran
+                    position += self._batch_size
+            elif self._in_epoch and not self._in_batches:
+                rng = self._boundary_rng  # after the epoch's batches: continue from their end
         seconds = self._elapsed()
         rows = len(self.metrics)
+        # metrics.csv is rewritten at the end of each epoch (and at most once a minute inside one);
+        # the rows after its last write travel in the checkpoint, so a resume loses none of them
+        end_of_epoch = metric is not None or not self._in_batches
+        if self.main and (end_of_epoch or time.monotonic() - self.metrics.last_write >= 60.0):
+            self.metrics.flush()
+        tail_start, tail = self.metrics.tail()
         run = {
-            "format": RUN_FORMAT, "epoch": self.epoch, "batch": batch, "step": step, "seconds": seconds,
-            "rows": rows, "config": self.config, "structural": self.structural,
+            "format": RUN_FORMAT, "epoch": self.epoch, "batch": batch, "position": position, "step": step,
+            "seconds": seconds,
+            "rows": rows, "tail_start": tail_start, "tail": tail, "config": self.config,
+            "structural": self.structural,
             "early_stop": self.stopper.state_dict(), "stopped_epoch": self._stopped_epoch,
             "name": self.name,
         }
@@ -625,12 +657,9 @@ class Run:
                                tracked.get("scaler"), run=run, user=dict(self.state))
         if rng is not None:
             state["rng"] = _plain_rng(rng)
-        # metrics.csv first: it then always holds at least the rows of any published checkpoint
-        # (a resume keeps exactly those), even when a kill lands while the checkpoint is written
-        self.metrics.flush()
         path = self.checkpoints.save(state, epoch=self.epoch, step=step, metric=metric)
         self._last_save = time.monotonic()
-        if self.main:
+        if self.main and end_of_epoch:
             write_run_info(self.log_dir, {
                 "name": self.name, "monitor": self.monitor, "mode": self.mode, "patience": self.stopper.patience,
                 "best": self.stopper.best, "best_epoch": self.stopper.best_epoch,

@@ -6,6 +6,7 @@ import csv
 import fcntl
 import os
 import pty
+import re
 import signal
 import struct
 import subprocess
@@ -64,8 +65,9 @@ def kill_and_rerun(script: Path, root: Path, args: list[str], kill_points: list[
         try:
             for line in proc.stdout:
                 log.append(line)
-                if line.startswith("step "):
-                    done = max(done, int(line.split()[1]))
+                announced = re.match(r"step (\d+)$", line.strip())
+                if announced:
+                    done = max(done, int(announced.group(1)))
                     if kill_at is not None and done >= kill_at:
                         os.killpg(proc.pid, signal.SIGKILL)  # from outside, mid-epoch
                         break

@@ -10,6 +10,7 @@ step is wrapped, to announce each step once it is done.
 from __future__ import annotations
 
 import functools
+import os
 import runpy
 import sys
 
@@ -17,6 +18,8 @@ import torch
 
 
 def _announce_steps() -> None:
+    if os.environ.get("RANK", "0") != "0":  # under torchrun rank 0 alone speaks (no interleaved lines)
+        return
     done = {"steps": 0}
 
     def wrap(step):

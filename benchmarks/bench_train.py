@@ -1,16 +1,19 @@
-"""Training throughput of templates/train.py against a bare hand-written PyTorch loop.
+"""Training throughput of templates/train.py against a bare PyTorch loop and a Lightning Trainer.
 
-Both train the template's model (Regressor) on the same rows, with the same
-batch size, optimizer and number of epochs, validating after every epoch as
-the course loop does. The template adds what colabkit brings: a verified,
-fsynced checkpoint every epoch, the progress bar, OOM back-off and the
-bookkeeping for exact resume. Throughput is training rows per second over the
-epoch loop (data loading before it and the export after it are not counted).
+All three train the template's model (Regressor) on the same rows with the same batch size,
+optimizer, number of epochs and a validation pass after every epoch, and write the test
+predictions at the end. The template adds what colabkit brings through `colabkit.Run`: a
+verified, fsynced checkpoint after every epoch (and every `every` minutes), metrics.csv,
+the resumable sampler, OOM back-off and the progress bar. The Lightning peer saves a
+checkpoint every epoch too (its default ModelCheckpoint). What is timed is the training loop
+with its validation passes and checkpoints (for the template: `run.epochs()` from its start to
+its end, the last checkpoint's write included; for Lightning: `Trainer.fit`): rows trained per
+second. Reading the CSV and the export after training are not counted; they are the same work
+on every side.
 
-The bundled table is small (283 training rows, an epoch of a few
-milliseconds), so it is repeated to give epochs of a realistic length (about
-two seconds here); the fixed cost per epoch, and the ratio on the bundled rows as
-they are, are reported in the detail line.
+The bundled table is small (283 training rows), so it is repeated to give epochs of a few
+seconds. Rounds rotate the order of the contenders; each round gives one ratio per pair,
+and the figure is the median of those paired ratios (their range and N in the detail).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from pathlib import Path
 from ._common import Figure
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+SEED, BATCH, LR, HIDDEN = 5201314, 32, 3e-4, [64, 32]
+EVERY_MINUTES = 0.02  # 1.2 s: several mid-epoch checkpoints in an epoch of a few seconds
 
 
 def _template():
@@ -39,7 +44,7 @@ def _template():
     return module
 
 
-def _repeat_rows(source: Path, target: Path, times: int) -> None:
+def _repeat_rows(source: Path, target: Path, times: int) -> int:
     with open(source, newline="") as handle:
         header, *rows = list(csv.reader(handle))
     with open(target, "w", newline="") as handle:
@@ -47,85 +52,165 @@ def _repeat_rows(source: Path, target: Path, times: int) -> None:
         writer.writerow(header)
         for copy in range(times):
             writer.writerows([f"{copy}-{row[0]}", *row[1:]] for row in rows)
+    return len(rows) * times
 
 
-def _bare_loop(train, train_csv: Path, epochs: int, seed: int = 5201314) -> tuple[float, int]:
-    """The course's loop by hand, on the template's model and data: (seconds, rows trained)."""
+def _tables(train, train_csv: Path):
+    """The template's own reading and split, so that every side trains on the same tensors."""
+    import torch
+
+    header, *rows = list(csv.reader(open(train_csv, newline="")))
+    test_header, *test_rows = list(csv.reader(open(TEMPLATES / "data" / "diabetes.test.csv", newline="")))
+    y_col, columns = train.select_columns(header, "target", None)
+    x, y = train.numbers(train_csv, header, rows, columns), train.numbers(train_csv, header, rows, [y_col])[:, 0]
+    x_test = train.numbers(train_csv, test_header, test_rows, columns)
+    n_valid = round(len(x) * 0.2)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(SEED))
+    return (train.TableDataset(x[order[n_valid:]], y[order[n_valid:]]),
+            train.TableDataset(x[order[:n_valid]], y[order[:n_valid]]), x_test)
+
+
+def _bare(train, train_csv: Path, epochs: int, out: Path) -> tuple[int, float]:
+    """The course's loop by hand: no checkpoints, no metrics, no resume. Returns (rows, seconds)."""
     import torch
     from torch import nn
     from torch.utils.data import DataLoader
 
-    torch.manual_seed(seed)
-    table = train.read_table(train_csv, "target")
-    dataset = train.CsvDataset(table.features, table.targets)
-    train_set, valid_set = train.split(dataset, 0.2, seed)
-    train_loader = DataLoader(train_set, batch_size=32, shuffle=True,
-                              generator=torch.Generator().manual_seed(seed))
-    valid_loader = DataLoader(valid_set, batch_size=32, shuffle=False)
-    model = train.Regressor(len(table.columns), [64, 32], 0.1)
-    model.fit_scaling(table.features[train_set.indices], table.targets[train_set.indices])
-    loss_fn = nn.MSELoss()
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-4)
+    torch.manual_seed(SEED)
+    train_set, valid_set, x_test = _tables(train, train_csv)
+    model = train.Regressor(train_set.x.shape[1], HIDDEN)
+    model.fit_scaling(train_set.x, train_set.y)
+    loss_fn, optimizer = nn.MSELoss(), torch.optim.Adam(model.parameters(), lr=LR)
+    loader = DataLoader(train_set, BATCH, shuffle=True, generator=torch.Generator().manual_seed(SEED))
+    valid_loader = DataLoader(valid_set, BATCH)
     start = time.perf_counter()
     for _ in range(epochs):
         model.train()
-        for x, y in train_loader:
+        for x, y in loader:
             optimizer.zero_grad()
             loss = loss_fn(model(x), y)
             loss.backward()
             optimizer.step()
         model.eval()
-        total = 0.0
         with torch.no_grad():
-            for x, y in valid_loader:
-                total += loss_fn(model(x), y).item() * len(x)
+            total = sum(loss_fn(model(x), y).item() * len(x) for x, y in valid_loader)
         _ = total / len(valid_set)
-    return time.perf_counter() - start, epochs * len(train_set)
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        predictions = model(x_test)
+    torch.save({"model": model.state_dict(), "predictions": predictions}, out / "bare.pt")
+    return epochs * len(train_set), seconds
+
+
+def _lightning(train, train_csv: Path, epochs: int, out: Path) -> tuple[int, float]:
+    """The same loop in a Lightning Trainer, checkpointing every epoch. Returns (rows, seconds)."""
+    import lightning as L
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader
+
+    train_set, valid_set, x_test = _tables(train, train_csv)
+
+    class Module(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.model = train.Regressor(train_set.x.shape[1], HIDDEN)
+            self.model.fit_scaling(train_set.x, train_set.y)
+            self.loss_fn = nn.MSELoss()
+
+        def training_step(self, batch, index):
+            x, y = batch
+            return self.loss_fn(self.model(x), y)
+
+        def validation_step(self, batch, index):
+            x, y = batch
+            self.log("valid_loss", self.loss_fn(self.model(x), y), prog_bar=False)
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=LR)
+
+    L.seed_everything(SEED, verbose=False)
+    module = Module()
+    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        default_root_dir=str(out / "lightning"))
+    start = time.perf_counter()
+    trainer.fit(module, DataLoader(train_set, BATCH, shuffle=True), DataLoader(valid_set, BATCH))
+    seconds = time.perf_counter() - start
+    with torch.no_grad():
+        torch.save(module.model(x_test), out / "lightning-predictions.pt")
+    return epochs * len(train_set), seconds
+
+
+def _timed_epochs(clock: dict):
+    """colabkit.Run.epochs, timed from its start to its end (the template's training loop)."""
+    import colabkit
+
+    original = colabkit.Run.epochs
+
+    def epochs(self):
+        start = time.perf_counter()
+        yield from original(self)
+        clock["seconds"] = time.perf_counter() - start
+
+    return original, epochs
 
 
 def run(quick: bool = False) -> list[Figure]:
     import torch
 
     train = _template()
-    # One intra-op thread for both loops: a batch of 32 rows gains nothing from more, and on
-    # a shared 2-core machine OpenMP threads waiting on a descheduled sibling swamp the timing.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    times, epochs, repeat = (100, 2, 3) if quick else (300, 3, 6)
-    template_best = bare_best = 0.0
-    template_cpu = bare_cpu = float("inf")
+    times, epochs, rounds = (40, 2, 3) if quick else (150, 3, 6)
+    try:
+        import lightning  # noqa: F401
+        import logging
+
+        logging.getLogger("lightning").setLevel(logging.ERROR)
+        logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+        has_lightning = True
+    except ImportError:
+        has_lightning = False
+    saved = {k: os.environ.get(k) for k in ("COLABKIT_DRIVE_DIR", "COLABKIT_PROJECT_DIR")}
+    rates: dict[str, list[float]] = {"template": [], "bare": [], "template_every": [], "lightning": []}
     with tempfile.TemporaryDirectory(prefix="colabkit-bench-train-") as tmp:
         folder = Path(tmp)
         train_csv = folder / "train.csv"
-        _repeat_rows(TEMPLATES / "data" / "diabetes.train.csv", train_csv, times)
-        saved = {k: os.environ.get(k) for k in ("COLABKIT_DRIVE_DIR", "COLABKIT_PROJECT_DIR")}
+        total = _repeat_rows(TEMPLATES / "data" / "diabetes.train.csv", train_csv, times)
+        n_train = total - round(total * 0.2)  # the template's split
         os.environ["COLABKIT_DRIVE_DIR"] = str(folder / "drive")
         os.environ.pop("COLABKIT_PROJECT_DIR", None)
+
+        def template(r: int, *every: str) -> tuple[int, float]:
+            import colabkit
+
+            clock: dict = {}
+            original, colabkit.Run.epochs = _timed_epochs(clock)
+            try:
+                with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                    train.main(["--project", "bench", "--run", f"round{r}{''.join(every)}", "--train-csv",
+                                str(train_csv), "--epochs", str(epochs), "--early-stop", str(epochs + 1), *every])
+            finally:
+                colabkit.Run.epochs = original
+            return epochs * n_train, clock["seconds"]
+
+        sides = {"template": template, "bare": lambda r: _bare(train, train_csv, epochs, folder),
+                 "template_every": lambda r: template(r, "--every", str(EVERY_MINUTES))}
+        if has_lightning:
+            def peer(r: int) -> tuple[int, float]:
+                with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                    return _lightning(train, train_csv, epochs, folder)
+
+            sides["lightning"] = peer
+        names = list(sides)
         try:
-            # the bundled data as it is: epochs of a few milliseconds, for the record
-            with contextlib.redirect_stdout(io.StringIO()):
-                small = train.main(["--project", "bench", "--run", "small", "--epochs", "20",
-                                    "--early-stop", "21"])
-            small_seconds, small_rows = _bare_loop(train, TEMPLATES / "data" / "diabetes.train.csv", 20)
-            small_ratio = (small["train_samples"] / small["train_seconds"]) / (small_rows / small_seconds)
-            ratios = []
-            for attempt in range(repeat):  # pairs in alternating order; noise on a shared machine
-                for side in (("template", "bare") if attempt % 2 == 0 else ("bare", "template")):
-                    cpu = time.process_time()
-                    if side == "template":
-                        with contextlib.redirect_stdout(io.StringIO()):
-                            summary = train.main([
-                                "--project", "bench", "--run", f"run{attempt}", "--train-csv", str(train_csv),
-                                "--epochs", str(epochs), "--early-stop", str(epochs + 1),
-                            ])
-                        template_cpu = min(template_cpu, time.process_time() - cpu)
-                        template_rate = summary["train_samples"] / summary["train_seconds"]
-                    else:
-                        seconds, rows = _bare_loop(train, train_csv, epochs)
-                        bare_cpu = min(bare_cpu, time.process_time() - cpu)
-                        bare_rate = rows / seconds
-                template_best, bare_best = max(template_best, template_rate), max(bare_best, bare_rate)
-                ratios.append(template_rate / bare_rate)
+            for name in names:  # warm-up: imports and first-call costs stay out of the rounds
+                sides[name](-1 - names.index(name))
+            for r in range(rounds):
+                for name in names[r % len(names):] + names[: r % len(names)]:  # rotated order
+                    rows, seconds = sides[name](r)
+                    rates[name].append(rows / seconds)
         finally:
             torch.set_num_threads(threads)
             from colabkit import _project as project
@@ -136,18 +221,18 @@ def run(quick: bool = False) -> list[Figure]:
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
-    rows_per_epoch = summary["train_samples"] // epochs
-    per_epoch_extra_ms = (rows_per_epoch / template_best - rows_per_epoch / bare_best) * 1e3
-    detail = (f"template {template_best:,.0f} rows/s, bare loop {bare_best:,.0f} rows/s; "
-              f"{epochs} epochs of {rows_per_epoch:,} rows (bundled data x{times}), "
-              f"{rows_per_epoch / bare_best * 1e3:.0f} ms per bare epoch, template adds "
-              f"{per_epoch_extra_ms:.1f} ms per epoch (checkpoint, bar, bookkeeping; best runs), 1 torch thread; "
-              f"CPU time of the whole run (data loading and export included), bare / template: "
-              f"{bare_cpu / template_cpu:.3f}; on the bundled 283 rows as they are (epochs of "
-              f"{small_seconds / 20 * 1e3:.0f} ms) the ratio is {small_ratio:.2f}: per-epoch "
-              "checkpoints cost little once an epoch lasts a few seconds")
-    # best of each side, like _common.best_time; the median of the pair ratios shows the spread
-    detail = (f"best of {repeat} alternating runs each (median of the pair ratios "
-              f"{statistics.median(ratios):.3f}, range {min(ratios):.3f}-{max(ratios):.3f}); " + detail)
-    return [Figure("template loop / bare loop (training throughput)", template_best / bare_best, 0.97,
-                   "higher", detail)]
+
+    def figure(peer: str, title: str, side: str = "template") -> Figure:
+        ratios = [t / p for t, p in zip(rates[side], rates[peer])]
+        detail = (f"median of {len(ratios)} paired ratios (rotated order), range {min(ratios):.3f}-"
+                  f"{max(ratios):.3f}; median rows/s {side} {statistics.median(rates[side]):,.0f}, "
+                  f"{peer} {statistics.median(rates[peer]):,.0f}; {epochs} epochs of {n_train:,} rows "
+                  f"(bundled data x{times}), 1 torch thread, the loop timed in-process")
+        return Figure(title, statistics.median(ratios), 0.97, "higher", detail)
+
+    figures = [figure("bare", "template train.py / bare loop (training throughput)"),
+               figure("bare", f"template, checkpoint every {EVERY_MINUTES * 60:g} s / bare loop",
+                      "template_every")]
+    if has_lightning:
+        figures.append(figure("lightning", "template train.py / Lightning Trainer (throughput)"))
+    return figures

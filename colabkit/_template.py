@@ -1,4 +1,4 @@
-"""Copy the training template, its notebook and bundled data into a project.
+"""Copy the training templates, their notebook and bundled data into a project.
 
 The files ship inside the package (`colabkit.templates`), so this works after
 a plain `pip install`, not only from a git checkout. A file the user already
@@ -9,6 +9,8 @@ kept and reported, so rerunning `%colab_setup ML2022 --template` is safe.
 from __future__ import annotations
 
 import os
+import shlex
+import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -42,9 +44,21 @@ class TemplateCopy:
             "rename it to get a fresh copy)"
             for p in self.kept
         ]
-        if self.destination.joinpath("train.py").exists():
-            lines.append(f"Train with: python {self.destination / 'train.py'}")
+        scripts = [name for name in ("train.py", "train_images.py") if (self.destination / name).is_file()]
+        if scripts:
+            prefix = "!" if _in_ipython() else ""  # a notebook cell runs a shell command with `!`
+            lines.append("Train with: " + "   or   ".join(
+                f"{prefix}python {shlex.quote(str(self.destination / name))}" for name in scripts))
         return "\n".join(lines)
+
+
+def _in_ipython() -> bool:
+    """True inside an IPython shell or notebook kernel (where a shell command needs `!`)."""
+    if "IPython" not in sys.modules:
+        return False
+    from IPython import get_ipython
+
+    return get_ipython() is not None
 
 
 def template_files() -> dict[str, Traversable]:
@@ -60,15 +74,41 @@ def template_files() -> dict[str, Traversable]:
             else:
                 found[prefix + entry.name] = entry
 
-    walk(resources.files(PACKAGE), "")
+    walk(templates_root(), "")
     return dict(sorted(found.items()))
 
 
-def copy_template(destination: str | os.PathLike | None = None) -> TemplateCopy:
-    """Copy train.py, colab_quickstart.ipynb and data/ into `destination`.
+def templates_root() -> Traversable | Path:
+    """The templates of the colabkit being run.
 
-    The default destination is the active project's folder (after `setup`),
-    else the working directory. Existing files are never overwritten.
+    Installed (a wheel, or an editable install), they are the package
+    `colabkit.templates`. In a source checkout put first on PYTHONPATH they
+    are its templates/ folder beside colabkit/: an editable install of another
+    checkout must not hand out that checkout's older templates instead.
+    """
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "setup.cfg").is_file() and (checkout / "templates" / "__init__.py").is_file():
+        return checkout / "templates"
+    return resources.files(PACKAGE)
+
+
+def copy_template(destination: str | os.PathLike | None = None) -> TemplateCopy:
+    """Copy train.py, train_images.py, colab_quickstart.ipynb and data/ into `destination`.
+
+    The templates are meant to be edited, so a file already there is never
+    overwritten: an identical copy is left alone, an edited one is kept and
+    reported, a missing one is copied again.
+
+    Args:
+        destination: the folder to copy into; by default the active project's
+            folder (after `setup` or `%colab_setup`), else the working directory.
+
+    Returns:
+        A TemplateCopy listing what was copied, already up to date, and kept;
+        its text ends with the command that trains (with `!` inside a notebook).
+
+    Raises:
+        ConfigError: destination is an existing file, not a folder.
     """
     if destination is None:
         from ._project import active_project

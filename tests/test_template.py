@@ -16,7 +16,11 @@ from colabkit.errors import ConfigError
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = {
     "train.py",
+    "train_images.py",
     "colab_quickstart.ipynb",
+    "data/digits.zip",
+    "data/digits.README.md",
+    "data/digits.LICENSE",
     "data/diabetes.train.csv",
     "data/diabetes.test.csv",
     "data/diabetes.README.md",
@@ -81,7 +85,11 @@ def test_cli_template_in_a_subprocess(tmp_path):
     assert done.returncode == 0, done.stderr
     assert (dest / "train.py").is_file() and (dest / "colab_quickstart.ipynb").is_file()
     # issue 12: stdout is only the destination; the report goes to stderr
-    assert done.stdout == f"{dest}\n" and "copied     data/diabetes.train.csv" in done.stderr
+    assert done.stdout == f"{dest}
+" and "copied     data/diabetes.train.csv" in done.stderr
+    assert (dest / "train_images.py").is_file() and zipfile.is_zipfile(dest / "data" / "digits.zip")
+    assert f"Train with: python {dest / 'train.py'}   or   python {dest / 'train_images.py'}" in \
+        done.stderr  # a terminal runs it without the `!` a notebook cell needs
     (dest / "train.py").write_text("# edited\n")
     again = subprocess.run([sys.executable, "-m", "colabkit", "template", str(dest)],
                            capture_output=True, text=True, timeout=60)
@@ -90,15 +98,18 @@ def test_cli_template_in_a_subprocess(tmp_path):
     assert (dest / "train.py").read_text() == "# edited\n"
 
 
-def test_colab_setup_template_magic(fake_colab, ipython_shell):
+def test_colab_setup_template_magic(fake_colab, ipython_shell, capsys):
     from colabkit._extension import load_ipython_extension
 
     load_ipython_extension(ipython_shell)
     ipython_shell.run_line_magic("colab_setup", "ML2022 --template")
     root = fake_colab.mydrive / "ML2022"
+    assert f"Train with: !python {root / 'train.py'}" in capsys.readouterr().out  # a cell needs the `!`
     assert Path.cwd() == root
     assert (root / "train.py").read_bytes() == (REPO / "templates" / "train.py").read_bytes()
     assert (root / "data" / "diabetes.train.csv").is_file()
+    assert (root / "data" / "digits.zip").read_bytes() == (REPO / "templates" / "data" / "digits.zip").read_bytes()
+    assert (root / "train_images.py").read_bytes() == (REPO / "templates" / "train_images.py").read_bytes()
     (root / "train.py").write_text("# my edits\n")
     ipython_shell.run_line_magic("colab_setup", "ML2022 --template")
     assert (root / "train.py").read_text() == "# my edits\n"

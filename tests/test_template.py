@@ -85,8 +85,7 @@ def test_cli_template_in_a_subprocess(tmp_path):
     assert done.returncode == 0, done.stderr
     assert (dest / "train.py").is_file() and (dest / "colab_quickstart.ipynb").is_file()
     # issue 12: stdout is only the destination; the report goes to stderr
-    assert done.stdout == f"{dest}
-" and "copied     data/diabetes.train.csv" in done.stderr
+    assert done.stdout == f"{dest}\n" and "copied     data/diabetes.train.csv" in done.stderr
     assert (dest / "train_images.py").is_file() and zipfile.is_zipfile(dest / "data" / "digits.zip")
     assert f"Train with: python {dest / 'train.py'}   or   python {dest / 'train_images.py'}" in \
         done.stderr  # a terminal runs it without the `!` a notebook cell needs

@@ -86,7 +86,7 @@ def _paired(ours: list[float], theirs: list[float]) -> tuple[float, float, float
 
 
 def run(quick: bool = False) -> list[Figure]:
-    from colabkit._fetch import fetch
+    from colabkit._fetch.api import fetch
 
     size = (64 if quick else 512) * 2**20
     rounds = 3 if quick else 7

@@ -44,7 +44,7 @@ _EXPORTS: dict[str, str] = {
     "install_excepthook": "_hints.excepthook",
     # fetching, archives, staging (no module is named like the function it exports:
     # importing colabkit.fetch the module would shadow colabkit.fetch the function)
-    "fetch": "_fetch",
+    "fetch": "_fetch.api",
     "extract": "_archive",
     "stage": "_stage",
     # checkpoint
@@ -89,7 +89,7 @@ if TYPE_CHECKING:  # pragma: no cover - for editors and type checkers only
     from ._hints.rules import Hint, explain
     from ._hints.switch import hints
     from ._export import load_model, save_model
-    from ._fetch import fetch
+    from ._fetch.api import fetch
     from ._project import Project, active_project, setup
     from ._runtime import in_colab
     from ._stage import stage

@@ -66,7 +66,7 @@ def _print_path(produce: Callable[[], object]) -> int:
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    from ._fetch import fetch
+    from ._fetch.api import fetch
 
     return _print_path(lambda: fetch(**_commands.api_kwargs(_commands.FETCH, args)))
 

@@ -101,7 +101,7 @@ def _copy_template(self, args: argparse.Namespace) -> None:
 
 
 def _fetch(self, args: argparse.Namespace):
-    from ._fetch import fetch
+    from ._fetch.api import fetch
 
     return fetch(**_commands.api_kwargs(_commands.FETCH, args))
 

@@ -184,7 +184,7 @@ def test_max_size_and_deadline_reach_fetch(tmp_path):
     import inspect
     import threading
 
-    from colabkit._fetch import fetch
+    from colabkit._fetch.api import fetch
 
     if not {"max_size", "deadline"} <= set(inspect.signature(fetch).parameters):
         pytest.skip("this branch's fetch() has no max_size/deadline yet (they land with the fetch work)")

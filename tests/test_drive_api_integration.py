@@ -95,7 +95,8 @@ def test_fetch_private_refuses_plain_urls(signed_in):
 
 
 def test_not_public_message_points_to_private_when_signed_in(monkeypatch, tmp_path):
-    from colabkit._fetch import not_public_message, parse_source
+    from colabkit._fetch.errors import not_public_message
+    from colabkit._fetch.sources import parse_source
 
     source = parse_source(FILE_ID)
     monkeypatch.delenv(config.ENV_SERVICE_ACCOUNT, raising=False)

@@ -12,7 +12,8 @@ import pytest
 
 import colabkit
 from colabkit import errors
-from colabkit._fetch import MANIFEST_NAME, parse_source
+from colabkit._fetch.cache import MANIFEST_NAME
+from colabkit._fetch.sources import parse_source
 
 from tests._data_helpers import DriveFile, LocalServer, route_google_to
 
@@ -76,7 +77,7 @@ def test_url_download_is_stamped_and_a_repeat_makes_no_request(server, capsys):
 def test_cache_hit_does_not_rehash(server, monkeypatch):
     url = server.url("/data/train.csv")
     colabkit.fetch(url, quiet=True)
-    import colabkit._fetch as fetch_module
+    import colabkit._fetch.cache as fetch_module
 
     def no_hashing(*args, **kwargs):
         raise AssertionError("the fast path must not hash the file")

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 import colabkit
-from colabkit._fetch import MANIFEST_NAME, parse_source
+from colabkit._fetch.cache import MANIFEST_NAME
+from colabkit._fetch.sources import parse_source
 
 from tests._data_helpers import LocalServer
 
@@ -70,9 +71,9 @@ def test_three_processes_fetching_one_source_into_one_folder_all_get_the_verifie
 
 def _partial(folder: Path, source: str, name: str, pid: int, data: bytes) -> Path:
     """What an interrupted download leaves: colabkit's temp folder holding gdown's .part file."""
-    from colabkit._fetch import _token
+    from colabkit._fetch.transfer import staging_token
 
-    staging = folder / f".colabkit-{_token(parse_source(source), name)}.part-{pid}-0badc0de.tmp"
+    staging = folder / f".colabkit-{staging_token(parse_source(source), name)}.part-{pid}-0badc0de.tmp"
     staging.mkdir()
     (staging / f"{name}abcd1234.part").write_bytes(data)
     return staging
@@ -140,9 +141,10 @@ def test_a_superseded_copy_off_the_mount_is_simply_replaced(server):
 HOLD_LOCK = r"""
 import sys, time
 from pathlib import Path
-from colabkit._fetch import _folder_lock, _Options
+from colabkit._fetch.cache import folder_lock
+from colabkit._fetch.options import Options
 
-with _folder_lock(Path(sys.argv[1]).absolute(), _Options(quiet=True, retries=0, timeout=1, max_size=1)):
+with folder_lock(Path(sys.argv[1]).absolute(), Options(quiet=True, retries=0, timeout=1, max_size=1)):
     print("held", flush=True)
     time.sleep(60)
 """

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 import colabkit
 from colabkit import errors
-from colabkit._fetch import MANIFEST_NAME, parse_source
+from colabkit._fetch.cache import MANIFEST_NAME
+from colabkit._fetch.sources import parse_source
 
 from tests._data_helpers import DriveFile, LocalServer, route_google_to
 
@@ -129,7 +130,7 @@ def test_a_remote_name_never_replaces_a_file_colabkit_did_not_fetch(server, proj
 @given(st.text(max_size=40))
 @settings(max_examples=400, deadline=None)
 def test_property_any_url_tail_lands_inside_the_folder_or_is_refused(tail):
-    from colabkit._fetch import Target, resolve_output
+    from colabkit._fetch.cache import Target, resolve_output
 
     base = Path("/srv/data")
     for url in (f"http://127.0.0.1:1/dl/{tail}", f"http://127.0.0.1:1/dl/{urllib.parse.quote(tail, safe='')}"):
@@ -155,7 +156,7 @@ def _only_format_chars(name: str) -> bool:
 @given(st.text(max_size=40))
 @settings(max_examples=400, deadline=None)
 def test_property_any_remote_name_is_one_component_or_a_clean_error(name):
-    from colabkit._fetch import remote_name
+    from colabkit._fetch.sources import remote_name
 
     try:
         checked = remote_name(name, "file name Drive gives")

@@ -26,7 +26,6 @@ resume and retries; colabkit adds what a notebook needs around it:
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import html
 import os
@@ -1138,17 +1137,8 @@ def _network_error(source: Source | str, exc: BaseException, incomplete: str = "
     return error
 
 
-# The fix for a failed download, by errno, where _fsio's table speaks of checkpoints.
-_DOWNLOAD_FIXES = {
-    errno.ENOSPC: "free space (delete files you no longer need, empty Drive's trash), or fetch into another folder",
-    errno.EDQUOT: "free space on Drive (empty its trash), or fetch into a local folder such as /content/data",
-    errno.EFBIG: "fetch into a folder on another filesystem, or raise the file-size limit (ulimit -f)",
-}
-
-
 def _write_error(exc: OSError, folder: Path) -> DownloadError:
     cause, fix = os_error_advice(exc)
-    fix = _DOWNLOAD_FIXES.get(exc.errno or -1, fix)
     return DownloadError(
         f"Could not write the download into {folder}: {cause} ({exc.strerror or exc}). "
         f"Nothing was published. To fix: {fix}, then fetch again."

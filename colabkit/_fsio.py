@@ -464,13 +464,13 @@ def _create_exclusive(tmp: Path) -> None:
 
 _ADVICE: dict[int, tuple[str, str]] = {
     errno.ENOSPC: ("the disk (or Google Drive) is full",
-                   "free space (delete old files, empty Drive's trash), lower keep_last, or "
-                   "choose another directory"),
+                   "free space (delete files you no longer need, empty Drive's trash), or choose another "
+                   "folder"),
     errno.EDQUOT: ("the storage quota is exhausted (Google Drive's 15 GB free tier counts everything)",
-                   "free space on Drive or empty its trash, lower keep_last, or choose another "
-                   "directory (e.g. a local one, copied to Drive at the end)"),
+                   "free space on Drive or empty its trash, or choose a local folder (e.g. under /content, "
+                   "copied to Drive at the end)"),
     errno.EFBIG: ("the file is larger than this system allows",
-                  "choose a directory on another filesystem, or save less state (e.g. no optimizer)"),
+                  "choose a folder on another filesystem, or raise the file-size limit (ulimit -f)"),
     errno.EACCES: ("permission was denied",
                    "choose a directory you can write to, or fix its permissions"),
     errno.EPERM: ("the operation is not permitted",
@@ -497,9 +497,28 @@ _ADVICE: dict[int, tuple[str, str]] = {
 }
 
 
-def os_error_advice(exc: OSError) -> tuple[str, str]:
-    """(cause, fix) for an OSError, from its errno: the one table every module uses."""
-    return _ADVICE.get(exc.errno or -1, (exc.strerror or str(exc), "check the path and try again"))
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # the write did not fit: writing less helps
+
+
+def os_error_advice(exc: OSError, less: str = "") -> tuple[str, str]:
+    """(cause, fix) for an OSError, from its errno: the one table every module uses.
+
+    The table speaks of no module in particular; a caller that can write less
+    says how in `less`.
+
+    Args:
+        exc: the failure.
+        less: how the caller's own operation could need less room (e.g. "lower
+            keep_last"); offered first when the errno says the write did not fit
+            (disk full, quota, file-size limit), ignored otherwise.
+
+    Returns:
+        (cause, fix): two phrases without a final full stop, for a sentence of the caller's.
+    """
+    cause, fix = _ADVICE.get(exc.errno or -1, (exc.strerror or str(exc), "check the path and try again"))
+    if less and exc.errno in _NO_ROOM:
+        fix = f"{less}, or {fix}"
+    return cause, fix
 
 
 def os_error_message(exc: OSError, action: str, target: str | os.PathLike) -> str:
@@ -508,9 +527,22 @@ def os_error_message(exc: OSError, action: str, target: str | os.PathLike) -> st
     return f"Could not {action} {target}: {cause} ({exc.strerror or exc}). To fix: {fix}."
 
 
-def write_error(exc: OSError, what: str, target: Path) -> CheckpointWriteError:
-    """A CheckpointWriteError naming the cause of `exc` and the fix."""
-    cause, fix = os_error_advice(exc)
+CHECKPOINT_LESS = "save less state (e.g. no optimizer), lower keep_last"
+
+
+def write_error(exc: OSError, what: str, target: Path, less: str = CHECKPOINT_LESS) -> CheckpointWriteError:
+    """A CheckpointWriteError naming the cause of `exc` and the fix.
+
+    Args:
+        exc: the failed write.
+        what: what was being written ("checkpoint", "the model").
+        target: the file or folder it was written to.
+        less: how to need less room (see `os_error_advice`); by default a checkpoint's ways.
+
+    Returns:
+        The error to raise; its `errno` is that of `exc`.
+    """
+    cause, fix = os_error_advice(exc, less)
     error = CheckpointWriteError(
         f"Could not write {what} {target}: {cause} ({exc.strerror or exc}). "
         f"Nothing was lost: earlier files are intact and no partial file was left. "

@@ -617,11 +617,8 @@ def _copy_bytes(source_fd: int, target_fd: int, size: int) -> None:
 
 def _stage_error(exc: OSError, source: Path, target: Path) -> StageError:
     """A StageError naming where the copy failed, the cause from the errno, and the fix."""
-    cause, fix = os_error_advice(exc)
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        fix += f"; old staged data lives under {_runtime.cache_dir()}, or stage a smaller part of the data"
-    elif exc.errno == errno.EFBIG:  # the shared table's fix speaks of checkpoints
-        fix = "choose a dest on another filesystem, or raise the file-size limit (ulimit -f)"
+    less = f"stage a smaller part of the data (or delete old staged data under {_runtime.cache_dir()})"
+    cause, fix = os_error_advice(exc, less)
     where = f" at {exc.filename}" if exc.filename and str(exc.filename) not in (str(source), str(target)) else ""
     return StageError(f"Staging {source} to {target} failed{where}: {cause} ({exc.strerror or exc}). "
                       f"To fix: {fix}; then stage again (files already copied are skipped).")

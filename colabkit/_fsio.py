@@ -133,23 +133,24 @@ def process_alive(pid: int) -> bool:
 
 
 def is_temp_name(name: str) -> bool:
-    """Whether `name` is one of colabkit's temp names (hidden, `.tmp`)."""
+    """Whether `name` may be one of colabkit's temp names (hidden, `.tmp`): never a checkpoint or a download.
+
+    Broad on purpose (names from outside that look like a temp are refused);
+    only `temp_owner_pid`'s exact shape is ever deleted as stale.
+    """
     return name.startswith(".") and name.endswith(TEMP_SUFFIX)
 
 
 def is_stale_temp(path: Path, idle: float = STALE_AFTER, now: float | None = None) -> bool:
     """Whether `path` is a temp that no live writer can still be filling.
 
-    The one rule for every cleanup: a colabkit temp name whose owner process is
-    gone (or that names none) and that nobody touched for `idle` seconds. A temp
-    of a live process is never stale, however old.
+    The one rule for every cleanup: a name of `temp_path`'s shape whose owner
+    process is gone and that nobody touched for `idle` seconds. A temp of a live
+    process is never stale, however old; a hidden `.notes.tmp` of the user's
+    (no owner pid) is never colabkit's to delete.
     """
-    if not is_temp_name(path.name):
-        return False
     pid = temp_owner_pid(path.name)
-    if pid is not None and pid != os.getpid() and process_alive(pid):
-        return False
-    if pid == os.getpid():
+    if pid is None or pid == os.getpid() or process_alive(pid):
         return False
     try:
         mtime = path.lstat().st_mtime
@@ -176,12 +177,13 @@ def remove_stale_temps(folder: Path, idle: float = STALE_AFTER) -> list[Path]:
     return removed
 
 
+_TEMP_NAME_RE = re.compile(r"\..+\.(?:[A-Za-z0-9_]+-)?([0-9]+)-[0-9a-f]{8}" + re.escape(TEMP_SUFFIX), re.DOTALL)
+
+
 def temp_owner_pid(name: str) -> int | None:
-    """The pid embedded in a temp name, when it has one."""
-    try:
-        return int(name[: -len(TEMP_SUFFIX)].rsplit(".", 1)[1].split("-")[-2])
-    except (IndexError, ValueError):
-        return None
+    """The pid in a name of `temp_path`'s shape (`.NAME.[tag-]<pid>-<8 hex>.tmp`); None for any other name."""
+    match = _TEMP_NAME_RE.fullmatch(name)
+    return int(match.group(1)) if match else None
 
 
 @contextlib.contextmanager

@@ -1,0 +1,41 @@
+"""_fsio, the one publish layer: the stale-temp rule and the lock's holder file, against planted names."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from colabkit import _fsio
+
+
+def _dead_pid() -> int:
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                           text=True, check=True)
+    return int(child.stdout)
+
+
+def test_only_colabkit_shaped_temps_of_a_dead_owner_are_stale(tmp_path):
+    dead = _dead_pid()
+    tmp_path = tmp_path / "folder"
+    tmp_path.mkdir()
+    users = [tmp_path / ".notes.tmp", tmp_path / ".draft.v2.tmp", tmp_path / ".x.1-abcd.tmp"]  # no pid shape
+    ours = tmp_path / f".model.pt.{dead}-0badc0de.tmp"  # temp_path's shape, its writer gone
+    tagged = tmp_path / f".data.part-{dead}-deadbeef.tmp"
+    for path in [*users, ours, tagged]:
+        path.write_bytes(b"kept for a week")
+        os.utime(path, (1_000_000, 1_000_000))  # idle far past STALE_AFTER
+    assert [_fsio.is_stale_temp(p) for p in users] == [False, False, False]
+    assert _fsio.is_stale_temp(ours) and _fsio.is_stale_temp(tagged)
+    removed = _fsio.remove_stale_temps(tmp_path)
+    assert sorted(removed) == sorted([ours, tagged])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in users)
+    assert all(p.read_bytes() == b"kept for a week" for p in users)
+
+
+def test_a_temp_name_gives_its_owner_pid_only_in_temp_paths_shape(tmp_path):
+    made = _fsio.temp_path(tmp_path / "ckpt-000001.pt", "part")
+    assert _fsio.temp_owner_pid(made.name) == os.getpid()
+    assert _fsio.temp_owner_pid(_fsio.temp_path(tmp_path / "a.b-c.csv").name) == os.getpid()
+    for name in (".notes.tmp", ".a.b.tmp", ".x.12-zz.tmp", "x.12-0badc0de.tmp", ".x.12-0badc0de.tmp.bak"):
+        assert _fsio.temp_owner_pid(name) is None, name

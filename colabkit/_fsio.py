@@ -396,7 +396,9 @@ def _record_holder(lock_path: Path) -> None:
     # overwritten in place, never truncated: on ext4 truncating a non-empty file and writing it
     # again flushes it on close (auto_da_alloc), ~4 ms that every locked save() paid
     with contextlib.suppress(OSError):
-        fd = os.open(lock_path.with_name(lock_path.name + ".pid"), os.O_WRONLY | os.O_CREAT, 0o644)
+        # no-follow: a link planted under that name must not make us write through it
+        fd = os.open(lock_path.with_name(lock_path.name + ".pid"),
+                     os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
         try:
             os.pwrite(fd, str(os.getpid()).ljust(20).encode(), 0)
         finally:

@@ -39,3 +39,18 @@ def test_a_temp_name_gives_its_owner_pid_only_in_temp_paths_shape(tmp_path):
     assert _fsio.temp_owner_pid(_fsio.temp_path(tmp_path / "a.b-c.csv").name) == os.getpid()
     for name in (".notes.tmp", ".a.b.tmp", ".x.12-zz.tmp", "x.12-0badc0de.tmp", ".x.12-0badc0de.tmp.bak"):
         assert _fsio.temp_owner_pid(name) is None, name
+
+
+def test_the_lock_holder_file_is_never_written_through_a_planted_link(tmp_path):
+    box = tmp_path / "box"
+    box.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    victim = outside / "precious.txt"
+    victim.write_bytes(b"the user's own bytes")
+    (box / ".data.lock.pid").symlink_to(victim)
+    with _fsio.locked(box / "data", "The folder", timeout=5):
+        pass
+    assert victim.read_bytes() == b"the user's own bytes"
+    assert sorted(p.name for p in outside.iterdir()) == ["precious.txt"]
+    assert (box / ".data.lock.pid").is_symlink()  # left as it was: not ours to remove

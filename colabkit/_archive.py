@@ -40,6 +40,7 @@ from typing import Any
 
 from ._fsio import (
     atomic_destination,
+    hash_file,
     locked,
     os_error_advice,
     read_json,
@@ -256,13 +257,7 @@ class _Identity:
 
 def content_hash(path: Path) -> str:
     """"xxh3_128:<hex>" of a file: names an archive by its bytes (damage, not attackers, is the concern)."""
-    import xxhash
-
-    digest = xxhash.xxh3_128()
-    with open(path, "rb", buffering=0) as stream:
-        for block in iter(lambda: stream.read(8 << 20), b""):
-            digest.update(block)
-    return "xxh3_128:" + digest.hexdigest()
+    return "xxh3_128:" + hash_file(path, "xxh3_128")["xxh3_128"]
 
 
 def _read_marker(target: Path) -> dict[str, Any] | None:

@@ -890,22 +890,6 @@ def _retire_listed(archive: Path, target: Path, names: set[str]) -> None:
         walker.close()
 
 
-def replace_folder(new: Path, target: Path) -> None:
-    """Publish the complete folder `new` as `target`, replacing an existing `target` folder.
-
-    os.replace cannot rename onto a non-empty folder, so the old copy is renamed
-    to a temp name first and retired (truncated on the Drive mount) only once the
-    new one is in place (fetch uses this too).
-    """
-    if target.is_dir() and not target.is_symlink():
-        aside = temp_path(target, "old")
-        os.replace(target, aside)
-        os.replace(new, target)
-        retire_tree(aside)
-    else:
-        os.replace(new, target)
-
-
 # --------------------------------------------------------------------------- single-file .gz
 
 

@@ -53,6 +53,7 @@ from ._fsio import (
     process_alive,
     read_json,
     replace,
+    replace_tree,
     retire,
     retire_tree,
     safe_component,
@@ -1013,16 +1014,7 @@ def _publish_folder(downloaded: Path, final: Path, *, owned: bool) -> None:
                 f"{final} already exists and was not fetched by colabkit, so it is left untouched. "
                 "Pass output= with another folder name, or move it away and fetch again."
             )
-        aside = temp_path(final, "old")
-        os.replace(final, aside)
-        try:
-            os.replace(downloaded, final)
-        except BaseException:
-            os.replace(aside, final)
-            raise
-        retire_tree(aside)  # on the Drive mount each file is truncated first: the trash stays small
-    else:
-        os.replace(downloaded, final)
+    replace_tree(downloaded, final)  # on the Drive mount the old copy is truncated first: the trash stays small
 
 
 # --------------------------------------------------------------------------- errors

@@ -360,6 +360,29 @@ def replace(source: str | os.PathLike, final: str | os.PathLike) -> None:
     retire(aside)
 
 
+def replace_tree(new: str | os.PathLike, final: str | os.PathLike) -> None:
+    """Publish the complete folder `new` as `final`, replacing the folder there, if any.
+
+    os.replace cannot rename onto a non-empty folder, so the old one is renamed
+    to a temp name, the new one takes its place (the old one is put back if
+    that fails), and only then is the old one retired (`retire_tree`: truncated
+    file by file on the Drive mount). Callers decide first that `final` is
+    theirs to replace.
+    """
+    final_path = Path(final)
+    if not final_path.is_dir() or final_path.is_symlink():
+        os.replace(new, final_path)
+        return
+    aside = temp_path(final_path, "old")
+    os.replace(final_path, aside)
+    try:
+        os.replace(new, final_path)
+    except BaseException:
+        os.replace(aside, final_path)
+        raise
+    retire_tree(aside)
+
+
 @contextlib.contextmanager
 def locked(target: str | os.PathLike, what: str, timeout: float = 600.0) -> Iterator[Path]:
     """Hold an inter-process lock on `target` (a file or folder) while the block runs.

@@ -25,7 +25,6 @@ import os
 import re
 import secrets
 import stat
-import threading
 import time
 import unicodedata
 from pathlib import Path
@@ -103,12 +102,6 @@ def hash_file(path: str | os.PathLike, algorithms: str | tuple[str, ...] = "sha2
     """Hex digests of a file's bytes, one pass for all `algorithms`: {"sha256": "…"}."""
     names = (algorithms,) if isinstance(algorithms, str) else tuple(algorithms)
     return _hash_stream(path, names).hexdigests()
-
-
-def sha256_file(path: str | os.PathLike) -> tuple[int, str]:
-    """(size, "sha256:<hex>") of a file, in one read."""
-    hasher = _hash_stream(path, ("sha256",))
-    return hasher.count, "sha256:" + hasher.hexdigests()["sha256"]
 
 
 def temp_path(final: Path, tag: str = "") -> Path:
@@ -255,31 +248,6 @@ def fsync_fd(fd: int) -> None:
     except OSError as exc:
         if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):
             raise
-
-
-def fsync_and_hash(path: Path) -> tuple[int, str]:
-    """fsync `path` while hashing it: the disk flush and the hash overlap."""
-    failure: list[BaseException] = []
-
-    def flush() -> None:
-        try:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                fsync_fd(fd)
-            finally:
-                os.close(fd)
-        except BaseException as exc:  # noqa: BLE001 - re-raised below in the caller's thread
-            failure.append(exc)
-
-    flusher = threading.Thread(target=flush, name="colabkit-fsync")
-    flusher.start()
-    try:
-        result = sha256_file(path)
-    finally:
-        flusher.join()
-    if failure:
-        raise failure[0]
-    return result
 
 
 def on_drive_mount(path: str | os.PathLike) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -54,3 +55,17 @@ def test_the_lock_holder_file_is_never_written_through_a_planted_link(tmp_path):
     assert victim.read_bytes() == b"the user's own bytes"
     assert sorted(p.name for p in outside.iterdir()) == ["precious.txt"]
     assert (box / ".data.lock.pid").is_symlink()  # left as it was: not ours to remove
+
+
+def test_a_planted_link_at_the_lock_file_never_truncates_its_target(tmp_path):
+    """filelock >= 3.20.3 opens the lock no-follow (setup.cfg's bound); older ones truncated the target."""
+    box = tmp_path / "box"
+    box.mkdir()
+    victim = tmp_path / "precious.txt"
+    victim.write_bytes(b"the user's own bytes")
+    (box / ".data.lock").symlink_to(victim)
+    with contextlib.suppress(OSError):  # ELOOP: refused rather than followed
+        with _fsio.locked(box / "data", "The folder", timeout=5):
+            pass
+    assert victim.read_bytes() == b"the user's own bytes"
+    assert (box / ".data.lock").is_symlink()

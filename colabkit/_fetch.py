@@ -47,17 +47,16 @@ from ._fsio import (
     is_stale_temp,
     is_temp_name,
     locked,
+    may_resume,
     os_error_advice,
     os_error_message,
     parse_hash,
-    process_alive,
     read_json,
     replace,
     replace_tree,
     retire,
     retire_tree,
     safe_component,
-    temp_owner_pid,
     temp_path,
     unsafe_name_reason,
     write_json_atomic,
@@ -632,8 +631,7 @@ def _claim_staging(folder: Path, token: str) -> Path:
                 earlier.append(Path(entry.path))
     adopted = False
     for path in sorted(earlier, key=lambda p: p.lstat().st_mtime, reverse=True):
-        owner = temp_owner_pid(path.name)
-        if owner is not None and owner != os.getpid() and process_alive(owner):
+        if not may_resume(path.name):
             continue  # a live writer's (an older colabkit without the lock): never ours to touch
         if not adopted:
             os.rename(path, mine)

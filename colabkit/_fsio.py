@@ -152,6 +152,17 @@ def is_stale_temp(path: Path, idle: float = STALE_AFTER, now: float | None = Non
     return (time.time() if now is None else now) - mtime >= idle
 
 
+def may_resume(name: str) -> bool:
+    """Whether the temp `name` may be taken over to resume it: this process's, or a dead process's.
+
+    Never a live writer's; unlike `is_stale_temp`, no idle time is needed (the
+    caller holds the lock under which such temps are made). Only names of
+    `temp_path`'s shape qualify.
+    """
+    pid = temp_owner_pid(name)
+    return pid is not None and (pid == os.getpid() or not process_alive(pid))
+
+
 def remove_stale_temps(folder: Path, idle: float = STALE_AFTER) -> list[Path]:
     """Retire every stale temp directly inside `folder`; returns what was removed."""
     removed = []

@@ -50,14 +50,13 @@ from ._fsio import (
     is_stale_temp,
     is_temp_name,
     locked,
+    may_resume,
     os_error_advice,
-    process_alive,
     read_json,
     remove_quietly,
     replace,
     retire,
     retire_tree,
-    temp_owner_pid,
     temp_path,
     write_json_atomic,
 )
@@ -323,9 +322,7 @@ def _resumable_partial(target: str) -> str | None:
     except FileNotFoundError:
         return None
     for entry in entries:
-        owner = temp_owner_pid(entry.name)
-        ours_to_take = owner == os.getpid() or (owner is not None and not process_alive(owner))
-        if not entry.is_dir(follow_symlinks=False) or not ours_to_take:
+        if not entry.is_dir(follow_symlinks=False) or not may_resume(entry.name):
             continue  # a link with our name is not followed; a live owner's folder is not touched
         if found is None:
             found = entry.path

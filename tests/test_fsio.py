@@ -69,3 +69,15 @@ def test_a_planted_link_at_the_lock_file_never_truncates_its_target(tmp_path):
             pass
     assert victim.read_bytes() == b"the user's own bytes"
     assert (box / ".data.lock").is_symlink()
+
+
+def test_only_this_process_or_a_dead_ones_temp_may_be_resumed(tmp_path):
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert not _fsio.may_resume(f".data.part-{alive.pid}-0badc0de.tmp")  # a live writer's
+    finally:
+        alive.kill()
+        alive.wait()
+    assert _fsio.may_resume(f".data.part-{_dead_pid()}-0badc0de.tmp")
+    assert _fsio.may_resume(_fsio.temp_path(tmp_path / "data", "partial").name)
+    assert not _fsio.may_resume(".data.partial.tmp")  # no owner named: not colabkit's to take

@@ -25,6 +25,7 @@ import os
 import re
 import secrets
 import stat
+import tempfile
 import time
 import unicodedata
 from pathlib import Path
@@ -363,27 +364,44 @@ def replace_tree(new: str | os.PathLike, final: str | os.PathLike) -> None:
 
 
 @contextlib.contextmanager
-def locked(target: str | os.PathLike, what: str, timeout: float = 600.0) -> Iterator[Path]:
+def locked(target: str | os.PathLike, what: str, timeout: float = 600.0, *, beside: bool = True,
+           ) -> Iterator[Path]:
     """Hold an inter-process lock on `target` (a file or folder) while the block runs.
 
     The lock is a filelock on the hidden file `.NAME.lock` beside `target`; it
-    holds the owner's pid so that a waiter can be told who it waits for. Raises
-    BusyError after `timeout` seconds.
+    holds the owner's pid so that a waiter can be told who it waits for.
+
+    Args:
+        target: what is being changed.
+        what: how a message names it ("The staged folder").
+        timeout: seconds to wait for another holder.
+        beside: False keeps the lock file out of the user's folders: in this
+            machine's temp folder, named after `target`'s real path (processes
+            of one machine, a notebook and a `!python`, all find it).
+
+    Yields:
+        The lock file's path.
+
+    Raises:
+        BusyError: still held by another process after `timeout` seconds; its
+            `holder` is that process's pid when known.
     """
     import filelock
 
     final = Path(target)
-    lock_path = final.with_name(f".{final.name}{LOCK_SUFFIX}")
+    lock_path = final.with_name(f".{final.name}{LOCK_SUFFIX}") if beside else _machine_lock_path(final)
     lock = filelock.FileLock(str(lock_path), timeout=timeout)
     try:
         lock.acquire()
     except filelock.Timeout:
         holder = lock_holder(lock_path)
         who = f"process {holder}" if holder else "another process"
-        raise BusyError(
+        error = BusyError(
             f"{what} {final} is in use by {who} (waited {timeout:g} s for it). "
             f"Wait for that process to finish (or stop it), then run this again."
-        ) from None
+        )
+        error.holder = holder
+        raise error from None
     except NotImplementedError:  # a filesystem without flock: the soft lock still orders writers
         lock = filelock.SoftFileLock(str(lock_path), timeout=timeout)
         lock.acquire()
@@ -392,6 +410,14 @@ def locked(target: str | os.PathLike, what: str, timeout: float = 600.0) -> Iter
         yield lock_path
     finally:
         lock.release()
+
+
+def _machine_lock_path(target: Path) -> Path:
+    """`$TMPDIR/colabkit-locks-<uid>/<key>.lock`, the key from `target`'s real path."""
+    key = hashlib.sha1(os.fsencode(os.path.realpath(target))).hexdigest()[:20]
+    folder = Path(tempfile.gettempdir()) / f"colabkit-locks-{os.getuid() if hasattr(os, 'getuid') else 0}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    return folder / f"{key}{LOCK_SUFFIX}"
 
 
 def _record_holder(lock_path: Path) -> None:

@@ -81,3 +81,29 @@ def test_only_this_process_or_a_dead_ones_temp_may_be_resumed(tmp_path):
     assert _fsio.may_resume(f".data.part-{_dead_pid()}-0badc0de.tmp")
     assert _fsio.may_resume(_fsio.temp_path(tmp_path / "data", "partial").name)
     assert not _fsio.may_resume(".data.partial.tmp")  # no owner named: not colabkit's to take
+
+
+def test_a_lock_kept_off_the_users_folders_names_its_holder(tmp_path):
+    """beside=False: nothing appears around the target; a waiter learns who holds it (BusyError.holder)."""
+    from colabkit.errors import BusyError
+
+    tmp_path = tmp_path / "box"
+    tmp_path.mkdir()
+    target = tmp_path / "data"
+    target.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from colabkit import _fsio\n"
+         "with _fsio.locked(Path(sys.argv[1]), 'The folder', beside=False):\n"
+         "    print('held', flush=True); time.sleep(60)", str(tmp_path / "alias" / ".." / "data")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        try:
+            with _fsio.locked(target, "The folder", timeout=0.2, beside=False):
+                raise AssertionError("the lock was held by another process")
+        except BusyError as exc:
+            assert exc.holder == holder.pid and f"process {holder.pid}" in str(exc)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"] and list(target.iterdir()) == []

@@ -289,24 +289,30 @@ def retire(path: str | os.PathLike) -> None:
     Drive keeps deleted files in its trash for 30 days, counting against the
     15 GB quota: a truncated file costs nothing there. Missing files are fine.
     """
-    target = Path(path)
-    if on_drive_mount(target):
-        _truncate_regular(target)
-    remove_quietly(target)
+    _retire_file(Path(path), on_drive_mount(path))
+
+
+def _retire_file(path: Path, drive: bool) -> None:
+    if drive:
+        _truncate_regular(path)
+    remove_quietly(path)
 
 
 def retire_tree(folder: str | os.PathLike) -> None:
     """Delete a folder colabkit made (extraction, staging), file by file through `retire`.
 
-    Never follows a symlink: a link inside is removed, not its target.
+    Never follows a symlink: a link inside is removed, not its target. Whether
+    the tree lies on the Drive mount is decided once, at its root (a tree
+    walked without following links cannot leave it).
     """
     root = Path(folder)
     if root.is_symlink() or not root.is_dir():
         retire(root)
         return
+    drive = on_drive_mount(root)
     for dirpath, dirnames, filenames in os.walk(root, topdown=False):
         for name in filenames:
-            retire(Path(dirpath, name))
+            _retire_file(Path(dirpath, name), drive)
         for name in dirnames:
             sub = Path(dirpath, name)
             if sub.is_symlink():

@@ -336,14 +336,7 @@ def replace(source: str | os.PathLike, final: str | os.PathLike) -> None:
     if not on_drive_mount(final_path) or not final_path.is_file():
         os.replace(source, final_path)
         return
-    aside = temp_path(final_path, "old")
-    os.replace(final_path, aside)
-    try:
-        os.replace(source, final_path)
-    except BaseException:
-        os.replace(aside, final_path)
-        raise
-    retire(aside)
+    _swap_in(source, final_path, retire)
 
 
 def replace_tree(new: str | os.PathLike, final: str | os.PathLike) -> None:
@@ -359,14 +352,19 @@ def replace_tree(new: str | os.PathLike, final: str | os.PathLike) -> None:
     if not final_path.is_dir() or final_path.is_symlink():
         os.replace(new, final_path)
         return
-    aside = temp_path(final_path, "old")
-    os.replace(final_path, aside)
+    _swap_in(new, final_path, retire_tree)
+
+
+def _swap_in(new: str | os.PathLike, final: Path, retire_old: Callable[[Path], None]) -> None:
+    """Move `final` aside, rename `new` onto it (putting the old one back on failure), retire the old."""
+    aside = temp_path(final, "old")
+    os.replace(final, aside)
     try:
-        os.replace(new, final_path)
+        os.replace(new, final)
     except BaseException:
-        os.replace(aside, final_path)
+        os.replace(aside, final)
         raise
-    retire_tree(aside)
+    retire_old(aside)
 
 
 @contextlib.contextmanager

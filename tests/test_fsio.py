@@ -107,3 +107,23 @@ def test_a_lock_kept_off_the_users_folders_names_its_holder(tmp_path):
         holder.kill()
         holder.wait()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"] and list(target.iterdir()) == []
+
+
+def test_replace_tree_publishes_the_new_folder_and_puts_the_old_one_back_on_failure(tmp_path):
+    box = tmp_path / "box"
+    (box / "final" / "sub").mkdir(parents=True)
+    (box / "final" / "sub" / "old.txt").write_bytes(b"old")
+    new = box / ".final.part-1-0badc0de.tmp"
+    new.mkdir()
+    (new / "new.txt").write_bytes(b"new")
+    _fsio.replace_tree(new, box / "final")
+    assert sorted(p.name for p in box.iterdir()) == ["final"]  # the old copy retired, no temp left
+    assert [p.name for p in (box / "final").iterdir()] == ["new.txt"]
+    try:
+        _fsio.replace_tree(box / "missing", box / "final")
+    except FileNotFoundError:
+        pass
+    else:
+        raise AssertionError("a missing new folder must fail")
+    assert sorted(p.name for p in box.iterdir()) == ["final"]
+    assert (box / "final" / "new.txt").read_bytes() == b"new"

@@ -52,6 +52,7 @@ from ._fsio import (
     write_json_atomic,
 )
 from ._progress import progress, say
+from ._validate import check_count, check_size
 from .errors import ArchiveError, ArchiveTooLargeError, ConfigError, UnsafeArchiveError
 
 DEFAULT_MAX_SIZE = 50 * 2**30  # bytes, uncompressed, all members together
@@ -294,9 +295,8 @@ class _Limits:
     """The caps against bombs: total size (links at their target's size), member count, ratio."""
 
     def __init__(self, archive: Path, *, max_size: int, max_members: int, max_ratio: int | float) -> None:
-        for name, value in (("max_size", max_size), ("max_members", max_members)):
-            if type(value) is not int or value <= 0:
-                raise ConfigError(f"{name}={value!r}: give a whole number > 0.")
+        check_size(max_size, "max_size")
+        check_count(max_members, "max_members", minimum=1)
         if type(max_ratio) not in (int, float) or not max_ratio > 0 or max_ratio != max_ratio:
             raise ConfigError(f"max_ratio={max_ratio!r}: give a number > 0 (e.g. 1000).")
         self.archive = archive

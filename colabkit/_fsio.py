@@ -9,10 +9,12 @@
   links (Google Drive's mount supports neither).
 - Retiring: what colabkit deletes or replaces on the Drive mount is truncated
   first, so Drive's trash keeps a 0-byte copy instead of using quota.
-- Locks: `locked(target)` is a filelock beside the target, for two processes
-  (a notebook and a `!python`) working on one folder.
+- Locks: `locked(target)` is a filelock beside the target (or, beside=False,
+  in the machine's temp folder), for two processes (a notebook and a
+  `!python`) working on one folder.
 - Names from outside: `safe_component` reduces them to one safe path part.
-- Errors: `os_error_advice` maps an errno to its cause and fix, in one place.
+- Errors: `os_error_advice` maps an errno to its cause and fix, in one place;
+  the table names no module, a caller adds its own way to need less room.
 """
 
 from __future__ import annotations

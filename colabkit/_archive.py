@@ -40,6 +40,7 @@ from typing import Any
 
 from ._fsio import (
     atomic_destination,
+    hash_file,
     locked,
     os_error_advice,
     read_json,
@@ -51,6 +52,7 @@ from ._fsio import (
     write_json_atomic,
 )
 from ._progress import progress, say
+from ._validate import check_count, check_size
 from .errors import ArchiveError, ArchiveTooLargeError, ConfigError, UnsafeArchiveError
 
 DEFAULT_MAX_SIZE = 50 * 2**30  # bytes, uncompressed, all members together
@@ -256,13 +258,7 @@ class _Identity:
 
 def content_hash(path: Path) -> str:
     """"xxh3_128:<hex>" of a file: names an archive by its bytes (damage, not attackers, is the concern)."""
-    import xxhash
-
-    digest = xxhash.xxh3_128()
-    with open(path, "rb", buffering=0) as stream:
-        for block in iter(lambda: stream.read(8 << 20), b""):
-            digest.update(block)
-    return "xxh3_128:" + digest.hexdigest()
+    return "xxh3_128:" + hash_file(path, "xxh3_128")["xxh3_128"]
 
 
 def _read_marker(target: Path) -> dict[str, Any] | None:
@@ -299,9 +295,8 @@ class _Limits:
     """The caps against bombs: total size (links at their target's size), member count, ratio."""
 
     def __init__(self, archive: Path, *, max_size: int, max_members: int, max_ratio: int | float) -> None:
-        for name, value in (("max_size", max_size), ("max_members", max_members)):
-            if type(value) is not int or value <= 0:
-                raise ConfigError(f"{name}={value!r}: give a whole number > 0.")
+        check_size(max_size, "max_size")
+        check_count(max_members, "max_members", minimum=1)
         if type(max_ratio) not in (int, float) or not max_ratio > 0 or max_ratio != max_ratio:
             raise ConfigError(f"max_ratio={max_ratio!r}: give a number > 0 (e.g. 1000).")
         self.archive = archive
@@ -893,22 +888,6 @@ def _retire_listed(archive: Path, target: Path, names: set[str]) -> None:
             retire(target.joinpath(*parts))
     finally:
         walker.close()
-
-
-def replace_folder(new: Path, target: Path) -> None:
-    """Publish the complete folder `new` as `target`, replacing an existing `target` folder.
-
-    os.replace cannot rename onto a non-empty folder, so the old copy is renamed
-    to a temp name first and retired (truncated on the Drive mount) only once the
-    new one is in place (fetch uses this too).
-    """
-    if target.is_dir() and not target.is_symlink():
-        aside = temp_path(target, "old")
-        os.replace(target, aside)
-        os.replace(new, target)
-        retire_tree(aside)
-    else:
-        os.replace(new, target)
 
 
 # --------------------------------------------------------------------------- single-file .gz

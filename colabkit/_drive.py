@@ -48,8 +48,7 @@ def mount_drive(force_remount: bool = False, timeout_ms: int = 120000, readonly:
     """
     host = _runtime.runtime()
     if host != "colab":
-        folder = _runtime.kaggle_working_dir() if host == "kaggle" else _runtime.local_drive_dir()
-        return _ensure_folder(folder, host)
+        return _ensure_folder(_runtime.drive_dir(), host)  # /kaggle/working, or the local stand-in
 
     mydrive = _runtime.colab_drive_dir()
     if mydrive.is_dir() and not force_remount:

@@ -76,7 +76,7 @@ def save_model(model: torch.nn.Module, path: str | os.PathLike[str]) -> Path:
             state = {k: v.detach().cpu() for k, v in bare.state_dict().items()}
             _fsio.publish(lambda tmp: write_torch(state, tmp), target)
     except OSError as exc:
-        raise _fsio.write_error(exc, "the model", target) from exc
+        raise _fsio.write_error(exc, "the model", target, less="") from exc
     return target
 
 

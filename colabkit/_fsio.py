@@ -9,10 +9,12 @@
   links (Google Drive's mount supports neither).
 - Retiring: what colabkit deletes or replaces on the Drive mount is truncated
   first, so Drive's trash keeps a 0-byte copy instead of using quota.
-- Locks: `locked(target)` is a filelock beside the target, for two processes
-  (a notebook and a `!python`) working on one folder.
+- Locks: `locked(target)` is a filelock beside the target (or, beside=False,
+  in the machine's temp folder), for two processes (a notebook and a
+  `!python`) working on one folder.
 - Names from outside: `safe_component` reduces them to one safe path part.
-- Errors: `os_error_advice` maps an errno to its cause and fix, in one place.
+- Errors: `os_error_advice` maps an errno to its cause and fix, in one place;
+  the table names no module, a caller adds its own way to need less room.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import os
 import re
 import secrets
 import stat
-import threading
+import tempfile
 import time
 import unicodedata
 from pathlib import Path
@@ -105,12 +107,6 @@ def hash_file(path: str | os.PathLike, algorithms: str | tuple[str, ...] = "sha2
     return _hash_stream(path, names).hexdigests()
 
 
-def sha256_file(path: str | os.PathLike) -> tuple[int, str]:
-    """(size, "sha256:<hex>") of a file, in one read."""
-    hasher = _hash_stream(path, ("sha256",))
-    return hasher.count, "sha256:" + hasher.hexdigests()["sha256"]
-
-
 def temp_path(final: Path, tag: str = "") -> Path:
     """A hidden, unique temp name next to `final`: `.NAME.[tag-]<pid>-<random>.tmp`.
 
@@ -133,29 +129,41 @@ def process_alive(pid: int) -> bool:
 
 
 def is_temp_name(name: str) -> bool:
-    """Whether `name` is one of colabkit's temp names (hidden, `.tmp`)."""
+    """Whether `name` may be one of colabkit's temp names (hidden, `.tmp`): never a checkpoint or a download.
+
+    Broad on purpose (names from outside that look like a temp are refused);
+    only `temp_owner_pid`'s exact shape is ever deleted as stale.
+    """
     return name.startswith(".") and name.endswith(TEMP_SUFFIX)
 
 
 def is_stale_temp(path: Path, idle: float = STALE_AFTER, now: float | None = None) -> bool:
     """Whether `path` is a temp that no live writer can still be filling.
 
-    The one rule for every cleanup: a colabkit temp name whose owner process is
-    gone (or that names none) and that nobody touched for `idle` seconds. A temp
-    of a live process is never stale, however old.
+    The one rule for every cleanup: a name of `temp_path`'s shape whose owner
+    process is gone and that nobody touched for `idle` seconds. A temp of a live
+    process is never stale, however old; a hidden `.notes.tmp` of the user's
+    (no owner pid) is never colabkit's to delete.
     """
-    if not is_temp_name(path.name):
-        return False
     pid = temp_owner_pid(path.name)
-    if pid is not None and pid != os.getpid() and process_alive(pid):
-        return False
-    if pid == os.getpid():
+    if pid is None or pid == os.getpid() or process_alive(pid):
         return False
     try:
         mtime = path.lstat().st_mtime
     except OSError:
         return False
     return (time.time() if now is None else now) - mtime >= idle
+
+
+def may_resume(name: str) -> bool:
+    """Whether the temp `name` may be taken over to resume it: this process's, or a dead process's.
+
+    Never a live writer's; unlike `is_stale_temp`, no idle time is needed (the
+    caller holds the lock under which such temps are made). Only names of
+    `temp_path`'s shape qualify.
+    """
+    pid = temp_owner_pid(name)
+    return pid is not None and (pid == os.getpid() or not process_alive(pid))
 
 
 def remove_stale_temps(folder: Path, idle: float = STALE_AFTER) -> list[Path]:
@@ -176,12 +184,13 @@ def remove_stale_temps(folder: Path, idle: float = STALE_AFTER) -> list[Path]:
     return removed
 
 
+_TEMP_NAME_RE = re.compile(r"\..+\.(?:[A-Za-z0-9_]+-)?([0-9]+)-[0-9a-f]{8}" + re.escape(TEMP_SUFFIX), re.DOTALL)
+
+
 def temp_owner_pid(name: str) -> int | None:
-    """The pid embedded in a temp name, when it has one."""
-    try:
-        return int(name[: -len(TEMP_SUFFIX)].rsplit(".", 1)[1].split("-")[-2])
-    except (IndexError, ValueError):
-        return None
+    """The pid in a name of `temp_path`'s shape (`.NAME.[tag-]<pid>-<8 hex>.tmp`); None for any other name."""
+    match = _TEMP_NAME_RE.fullmatch(name)
+    return int(match.group(1)) if match else None
 
 
 @contextlib.contextmanager
@@ -255,31 +264,6 @@ def fsync_fd(fd: int) -> None:
             raise
 
 
-def fsync_and_hash(path: Path) -> tuple[int, str]:
-    """fsync `path` while hashing it: the disk flush and the hash overlap."""
-    failure: list[BaseException] = []
-
-    def flush() -> None:
-        try:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                fsync_fd(fd)
-            finally:
-                os.close(fd)
-        except BaseException as exc:  # noqa: BLE001 - re-raised below in the caller's thread
-            failure.append(exc)
-
-    flusher = threading.Thread(target=flush, name="colabkit-fsync")
-    flusher.start()
-    try:
-        result = sha256_file(path)
-    finally:
-        flusher.join()
-    if failure:
-        raise failure[0]
-    return result
-
-
 def on_drive_mount(path: str | os.PathLike) -> bool:
     """Whether `path` lies on Colab's Drive mount, where deleted files go to Drive's trash."""
     if not _runtime.in_colab():
@@ -307,24 +291,30 @@ def retire(path: str | os.PathLike) -> None:
     Drive keeps deleted files in its trash for 30 days, counting against the
     15 GB quota: a truncated file costs nothing there. Missing files are fine.
     """
-    target = Path(path)
-    if on_drive_mount(target):
-        _truncate_regular(target)
-    remove_quietly(target)
+    _retire_file(Path(path), on_drive_mount(path))
+
+
+def _retire_file(path: Path, drive: bool) -> None:
+    if drive:
+        _truncate_regular(path)
+    remove_quietly(path)
 
 
 def retire_tree(folder: str | os.PathLike) -> None:
     """Delete a folder colabkit made (extraction, staging), file by file through `retire`.
 
-    Never follows a symlink: a link inside is removed, not its target.
+    Never follows a symlink: a link inside is removed, not its target. Whether
+    the tree lies on the Drive mount is decided once, at its root (a tree
+    walked without following links cannot leave it).
     """
     root = Path(folder)
     if root.is_symlink() or not root.is_dir():
         retire(root)
         return
+    drive = on_drive_mount(root)
     for dirpath, dirnames, filenames in os.walk(root, topdown=False):
         for name in filenames:
-            retire(Path(dirpath, name))
+            _retire_file(Path(dirpath, name), drive)
         for name in dirnames:
             sub = Path(dirpath, name)
             if sub.is_symlink():
@@ -348,38 +338,76 @@ def replace(source: str | os.PathLike, final: str | os.PathLike) -> None:
     if not on_drive_mount(final_path) or not final_path.is_file():
         os.replace(source, final_path)
         return
-    aside = temp_path(final_path, "old")
-    os.replace(final_path, aside)
+    _swap_in(source, final_path, retire)
+
+
+def replace_tree(new: str | os.PathLike, final: str | os.PathLike) -> None:
+    """Publish the complete folder `new` as `final`, replacing the folder there, if any.
+
+    os.replace cannot rename onto a non-empty folder, so the old one is renamed
+    to a temp name, the new one takes its place (the old one is put back if
+    that fails), and only then is the old one retired (`retire_tree`: truncated
+    file by file on the Drive mount). Callers decide first that `final` is
+    theirs to replace.
+    """
+    final_path = Path(final)
+    if not final_path.is_dir() or final_path.is_symlink():
+        os.replace(new, final_path)
+        return
+    _swap_in(new, final_path, retire_tree)
+
+
+def _swap_in(new: str | os.PathLike, final: Path, retire_old: Callable[[Path], None]) -> None:
+    """Move `final` aside, rename `new` onto it (putting the old one back on failure), retire the old."""
+    aside = temp_path(final, "old")
+    os.replace(final, aside)
     try:
-        os.replace(source, final_path)
+        os.replace(new, final)
     except BaseException:
-        os.replace(aside, final_path)
+        os.replace(aside, final)
         raise
-    retire(aside)
+    retire_old(aside)
 
 
 @contextlib.contextmanager
-def locked(target: str | os.PathLike, what: str, timeout: float = 600.0) -> Iterator[Path]:
+def locked(target: str | os.PathLike, what: str, timeout: float = 600.0, *, beside: bool = True,
+           ) -> Iterator[Path]:
     """Hold an inter-process lock on `target` (a file or folder) while the block runs.
 
     The lock is a filelock on the hidden file `.NAME.lock` beside `target`; it
-    holds the owner's pid so that a waiter can be told who it waits for. Raises
-    BusyError after `timeout` seconds.
+    holds the owner's pid so that a waiter can be told who it waits for.
+
+    Args:
+        target: what is being changed.
+        what: how a message names it ("The staged folder").
+        timeout: seconds to wait for another holder.
+        beside: False keeps the lock file out of the user's folders: in this
+            machine's temp folder, named after `target`'s real path (processes
+            of one machine, a notebook and a `!python`, all find it).
+
+    Yields:
+        The lock file's path.
+
+    Raises:
+        BusyError: still held by another process after `timeout` seconds; its
+            `holder` is that process's pid when known.
     """
     import filelock
 
     final = Path(target)
-    lock_path = final.with_name(f".{final.name}{LOCK_SUFFIX}")
+    lock_path = final.with_name(f".{final.name}{LOCK_SUFFIX}") if beside else _machine_lock_path(final)
     lock = filelock.FileLock(str(lock_path), timeout=timeout)
     try:
         lock.acquire()
     except filelock.Timeout:
         holder = lock_holder(lock_path)
         who = f"process {holder}" if holder else "another process"
-        raise BusyError(
+        error = BusyError(
             f"{what} {final} is in use by {who} (waited {timeout:g} s for it). "
             f"Wait for that process to finish (or stop it), then run this again."
-        ) from None
+        )
+        error.holder = holder
+        raise error from None
     except NotImplementedError:  # a filesystem without flock: the soft lock still orders writers
         lock = filelock.SoftFileLock(str(lock_path), timeout=timeout)
         lock.acquire()
@@ -390,11 +418,21 @@ def locked(target: str | os.PathLike, what: str, timeout: float = 600.0) -> Iter
         lock.release()
 
 
+def _machine_lock_path(target: Path) -> Path:
+    """`$TMPDIR/colabkit-locks-<uid>/<key>.lock`, the key from `target`'s real path."""
+    key = hashlib.sha1(os.fsencode(os.path.realpath(target))).hexdigest()[:20]
+    folder = Path(tempfile.gettempdir()) / f"colabkit-locks-{os.getuid() if hasattr(os, 'getuid') else 0}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    return folder / f"{key}{LOCK_SUFFIX}"
+
+
 def _record_holder(lock_path: Path) -> None:
     # overwritten in place, never truncated: on ext4 truncating a non-empty file and writing it
     # again flushes it on close (auto_da_alloc), ~4 ms that every locked save() paid
     with contextlib.suppress(OSError):
-        fd = os.open(lock_path.with_name(lock_path.name + ".pid"), os.O_WRONLY | os.O_CREAT, 0o644)
+        # no-follow: a link planted under that name must not make us write through it
+        fd = os.open(lock_path.with_name(lock_path.name + ".pid"),
+                     os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
         try:
             os.pwrite(fd, str(os.getpid()).ljust(20).encode(), 0)
         finally:
@@ -464,13 +502,13 @@ def _create_exclusive(tmp: Path) -> None:
 
 _ADVICE: dict[int, tuple[str, str]] = {
     errno.ENOSPC: ("the disk (or Google Drive) is full",
-                   "free space (delete old files, empty Drive's trash), lower keep_last, or "
-                   "choose another directory"),
+                   "free space (delete files you no longer need, empty Drive's trash), or choose another "
+                   "folder"),
     errno.EDQUOT: ("the storage quota is exhausted (Google Drive's 15 GB free tier counts everything)",
-                   "free space on Drive or empty its trash, lower keep_last, or choose another "
-                   "directory (e.g. a local one, copied to Drive at the end)"),
+                   "free space on Drive or empty its trash, or choose a local folder (e.g. under /content, "
+                   "copied to Drive at the end)"),
     errno.EFBIG: ("the file is larger than this system allows",
-                  "choose a directory on another filesystem, or save less state (e.g. no optimizer)"),
+                  "choose a folder on another filesystem, or raise the file-size limit (ulimit -f)"),
     errno.EACCES: ("permission was denied",
                    "choose a directory you can write to, or fix its permissions"),
     errno.EPERM: ("the operation is not permitted",
@@ -497,9 +535,28 @@ _ADVICE: dict[int, tuple[str, str]] = {
 }
 
 
-def os_error_advice(exc: OSError) -> tuple[str, str]:
-    """(cause, fix) for an OSError, from its errno: the one table every module uses."""
-    return _ADVICE.get(exc.errno or -1, (exc.strerror or str(exc), "check the path and try again"))
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # the write did not fit: writing less helps
+
+
+def os_error_advice(exc: OSError, less: str = "") -> tuple[str, str]:
+    """(cause, fix) for an OSError, from its errno: the one table every module uses.
+
+    The table speaks of no module in particular; a caller that can write less
+    says how in `less`.
+
+    Args:
+        exc: the failure.
+        less: how the caller's own operation could need less room (e.g. "lower
+            keep_last"); offered first when the errno says the write did not fit
+            (disk full, quota, file-size limit), ignored otherwise.
+
+    Returns:
+        (cause, fix): two phrases without a final full stop, for a sentence of the caller's.
+    """
+    cause, fix = _ADVICE.get(exc.errno or -1, (exc.strerror or str(exc), "check the path and try again"))
+    if less and exc.errno in _NO_ROOM:
+        fix = f"{less}, or {fix}"
+    return cause, fix
 
 
 def os_error_message(exc: OSError, action: str, target: str | os.PathLike) -> str:
@@ -508,9 +565,22 @@ def os_error_message(exc: OSError, action: str, target: str | os.PathLike) -> st
     return f"Could not {action} {target}: {cause} ({exc.strerror or exc}). To fix: {fix}."
 
 
-def write_error(exc: OSError, what: str, target: Path) -> CheckpointWriteError:
-    """A CheckpointWriteError naming the cause of `exc` and the fix."""
-    cause, fix = os_error_advice(exc)
+CHECKPOINT_LESS = "save less state (e.g. no optimizer), lower keep_last"
+
+
+def write_error(exc: OSError, what: str, target: Path, less: str = CHECKPOINT_LESS) -> CheckpointWriteError:
+    """A CheckpointWriteError naming the cause of `exc` and the fix.
+
+    Args:
+        exc: the failed write.
+        what: what was being written ("checkpoint", "the model").
+        target: the file or folder it was written to.
+        less: how to need less room (see `os_error_advice`); by default a checkpoint's ways.
+
+    Returns:
+        The error to raise; its `errno` is that of `exc`.
+    """
+    cause, fix = os_error_advice(exc, less)
     error = CheckpointWriteError(
         f"Could not write {what} {target}: {cause} ({exc.strerror or exc}). "
         f"Nothing was lost: earlier files are intact and no partial file was left. "

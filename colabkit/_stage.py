@@ -50,14 +50,13 @@ from ._fsio import (
     is_stale_temp,
     is_temp_name,
     locked,
+    may_resume,
     os_error_advice,
-    process_alive,
     read_json,
     remove_quietly,
     replace,
     retire,
     retire_tree,
-    temp_owner_pid,
     temp_path,
     write_json_atomic,
 )
@@ -323,9 +322,7 @@ def _resumable_partial(target: str) -> str | None:
     except FileNotFoundError:
         return None
     for entry in entries:
-        owner = temp_owner_pid(entry.name)
-        ours_to_take = owner == os.getpid() or (owner is not None and not process_alive(owner))
-        if not entry.is_dir(follow_symlinks=False) or not ours_to_take:
+        if not entry.is_dir(follow_symlinks=False) or not may_resume(entry.name):
             continue  # a link with our name is not followed; a live owner's folder is not touched
         if found is None:
             found = entry.path
@@ -617,11 +614,8 @@ def _copy_bytes(source_fd: int, target_fd: int, size: int) -> None:
 
 def _stage_error(exc: OSError, source: Path, target: Path) -> StageError:
     """A StageError naming where the copy failed, the cause from the errno, and the fix."""
-    cause, fix = os_error_advice(exc)
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        fix += f"; old staged data lives under {_runtime.cache_dir()}, or stage a smaller part of the data"
-    elif exc.errno == errno.EFBIG:  # the shared table's fix speaks of checkpoints
-        fix = "choose a dest on another filesystem, or raise the file-size limit (ulimit -f)"
+    less = f"stage a smaller part of the data (or delete old staged data under {_runtime.cache_dir()})"
+    cause, fix = os_error_advice(exc, less)
     where = f" at {exc.filename}" if exc.filename and str(exc.filename) not in (str(source), str(target)) else ""
     return StageError(f"Staging {source} to {target} failed{where}: {cause} ({exc.strerror or exc}). "
                       f"To fix: {fix}; then stage again (files already copied are skipped).")

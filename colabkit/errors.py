@@ -68,7 +68,13 @@ class UnsafeNameError(ConfigError):
 
 
 class BusyError(ColabkitError):
-    """Another process holds the lock on a file or folder colabkit wants to change."""
+    """Another process holds the lock on a file or folder colabkit wants to change.
+
+    Attributes:
+        holder: the pid of the process holding it, when known (else None).
+    """
+
+    holder: int | None = None
 
 
 class RuntimeEnvironmentError(ColabkitError):

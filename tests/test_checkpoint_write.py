@@ -268,6 +268,22 @@ def test_every_write_error_names_the_cause_and_the_fix(code, cause, fix):
     assert cause in text and fix in text and "To fix:" in text
 
 
+
+def test_the_shared_errno_table_speaks_of_no_module_and_takes_the_callers_way_to_write_less():
+    """fetch, stage, extract and Drive use the same table: no checkpoint advice unless asked for."""
+    from colabkit._fsio import os_error_advice
+
+    for code in sorted(errno.errorcode):
+        exc = OSError(code, os.strerror(code))
+        cause, fix = os_error_advice(exc)
+        assert "keep_last" not in fix and "state" not in fix and cause and fix, code
+        cause_less, fix_less = os_error_advice(exc, "stage a smaller part")
+        assert cause_less == cause
+        if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            assert fix_less == f"stage a smaller part, or {fix}"
+        else:
+            assert fix_less == fix, code
+
 # ------------------------------------------------------------------ a failed save frees its space
 
 _FREES_SPACE = textwrap.dedent("""

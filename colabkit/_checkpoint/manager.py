@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import _fsio
+from .._validate import check_count
 from .._state import (
     check_plain,
     is_training_state,
@@ -149,8 +150,7 @@ class CheckpointManager:
         remote: str | None = None,
         async_memory: str = "reuse",
     ) -> None:
-        if not isinstance(keep_last, int) or isinstance(keep_last, bool) or keep_last < 1:
-            raise ConfigError(f"keep_last must be an integer >= 1, got {keep_last!r}.")
+        check_count(keep_last, "keep_last", minimum=1, hint="how many recent checkpoints stay on disk")
         if monitor not in ("min", "max", None):
             raise ConfigError(
                 f"monitor must be 'min' (e.g. a loss), 'max' (e.g. an accuracy) or None, got {monitor!r}."

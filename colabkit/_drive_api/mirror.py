@@ -52,7 +52,7 @@ class CheckpointMirror:
 
     It uses only DriveClient's public methods.
 
-    `describe(manifest_bytes)` returns ([(file, sha256 or None), ...] oldest
+    `describe(manifest_bytes)` returns ([(file, "algorithm:hex" or None), ...] oldest
     first, the best file or None); `is_checkpoint(name)` says which remote files
     the mirror may retire.
     """
@@ -120,7 +120,7 @@ class CheckpointMirror:
             folder_id = client.ensure_folder(self.folder)
             remote = {f.name: f for f in client.children(folder_id) if not f.is_folder}
             try:
-                for name, _sha256 in files:
+                for name, _digest in files:
                     self._put(client, self.directory / name, folder_id, remote.get(name))
             except FileNotFoundError:
                 continue
@@ -157,8 +157,9 @@ class CheckpointMirror:
         """Download the newest checkpoint that verifies (and the best one) into the empty folder.
 
         Each file is checked against Drive's md5 while it arrives and against the
-        sha256 in Drive's copy of the manifest; a file that fails is removed and
-        the next older one is tried. Returns the files written (none: nothing on Drive).
+        hash in Drive's copy of the manifest (xxh3-128, or sha256 in folders of
+        earlier versions); a file that fails is removed and the next older one is
+        tried. Returns the files written (none: nothing on Drive).
         """
         client = self.client
         folder_id = client.folder_id(self.folder)
@@ -181,10 +182,10 @@ class CheckpointMirror:
             files = [(name, None) for name in sorted(remote) if self._is_checkpoint(name)]
         restored: list[Path] = []
         newest_done = False
-        for name, sha256 in reversed(files):
+        for name, expected in reversed(files):
             if newest_done and name != best:
                 continue
-            path = self._fetch_verified(client, remote.get(name), sha256, progress)
+            path = self._fetch_verified(client, remote.get(name), expected, progress)
             if path is not None:
                 restored.append(path)
                 newest_done = True
@@ -194,7 +195,7 @@ class CheckpointMirror:
             log.info("Drive: restored %s from %s%s", [p.name for p in restored], REMOTE_PREFIX, self.folder)
         return restored
 
-    def _fetch_verified(self, client: DriveClient, item: DriveFile | None, sha256: str | None,
+    def _fetch_verified(self, client: DriveClient, item: DriveFile | None, expected: str | None,
                         progress: bool) -> Path | None:
         if item is None or item.md5 is None:
             return None
@@ -204,8 +205,8 @@ class CheckpointMirror:
             return None
         target = self.directory / item.name
         client.download(item, target, progress=progress)
-        if sha256 is not None:
-            algorithm, _, digest = sha256.rpartition(":")  # "xxh3_128:<hex>", "sha256:<hex>" or bare sha256 hex
+        if expected is not None:
+            algorithm, _, digest = expected.rpartition(":")  # "xxh3_128:<hex>", "sha256:<hex>" or bare sha256 hex
             algorithm = algorithm or "sha256"
             if _fsio.hash_file(target, algorithm)[algorithm] != digest:
                 _fsio.retire(target)

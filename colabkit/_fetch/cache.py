@@ -13,9 +13,7 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -101,21 +99,18 @@ def prepare_folder(folder: Path) -> Path:
 def folder_lock(folder: Path, options: Options) -> Iterator[None]:
     """Take turns with other processes fetching into `folder` (waiting at most until the deadline).
 
-    The lock file lives in the machine's temp folder, keyed by the folder's real
-    path, not in the folder itself: the data folder holds only what was fetched
-    and the manifest, and processes of one machine (a notebook and a `!python`)
-    all find it. (On the Drive mount, flock does not reach other machines anyway.)
+    The lock file lives in the machine's temp folder (`locked(beside=False)`),
+    not beside or in the folder: the data folder holds only what was fetched and
+    the manifest, and nothing is added around it. (On the Drive mount, flock
+    does not reach other machines anyway.)
     """
     left = options.left()
     wait = DEFAULT_DEADLINE if left is None else max(left, 0.01)
-    key = hashlib.sha1(os.fsencode(os.path.realpath(folder))).hexdigest()[:20]
-    locks = Path(tempfile.gettempdir()) / f"colabkit-locks-{os.getuid() if hasattr(os, 'getuid') else 0}"
-    locks.mkdir(mode=0o700, exist_ok=True)
     try:
-        with locked(locks / f"fetch-{key}", "The download folder", timeout=wait):
+        with locked(folder, "The download folder", timeout=wait, beside=False):
             yield
     except BusyError as exc:
-        holder = str(exc).split(" is in use by ", 1)[-1].split(" (waited", 1)[0]
+        holder = f"process {exc.holder}" if exc.holder else "another process"
         raise BusyError(
             f"The download folder {folder} is in use by {holder}: another fetch into it did not finish "
             f"within deadline={options.deadline:g} s. Wait for that process to finish (or stop it), then "

@@ -9,7 +9,6 @@ over max_size and a destination that cannot be written.
 from __future__ import annotations
 
 import contextlib
-import errno
 from pathlib import Path
 from typing import Iterator
 
@@ -149,18 +148,9 @@ def too_large(what: Source | str, budget: int, seen: str) -> DownloadTooLargeErr
     )
 
 
-# The fix for a failed download, by errno, where _fsio's table speaks of checkpoints.
-_DOWNLOAD_FIXES = {
-    errno.ENOSPC: "free space (delete files you no longer need, empty Drive's trash), or fetch into another folder",
-    errno.EDQUOT: "free space on Drive (empty its trash), or fetch into a local folder such as /content/data",
-    errno.EFBIG: "fetch into a folder on another filesystem, or raise the file-size limit (ulimit -f)",
-}
-
-
 def download_write_error(exc: OSError, folder: Path) -> DownloadError:
     """A disk or permission failure while writing into `folder`, with _fsio's errno advice for downloads."""
     cause, fix = os_error_advice(exc)
-    fix = _DOWNLOAD_FIXES.get(exc.errno or -1, fix)
     return DownloadError(
         f"Could not write the download into {folder}: {cause} ({exc.strerror or exc}). "
         f"Nothing was published. To fix: {fix}, then fetch again."

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .._fsio import hash_file, retire_tree, temp_path
+from .._fsio import hash_file, replace_tree, retire_tree
 from .._progress import progress, say
 from ..errors import DownloadError, NetworkError, UnsafeNameError
 from .cache import Manifest, Target, file_stamp, folder_lock, utc_now
@@ -169,13 +169,4 @@ def _publish_folder(downloaded: Path, final: Path, *, owned: bool) -> None:
                 f"{final} already exists and was not fetched by colabkit, so it is left untouched. "
                 "Pass output= with another folder name, or move it away and fetch again."
             )
-        aside = temp_path(final, "old")
-        os.replace(final, aside)
-        try:
-            os.replace(downloaded, final)
-        except BaseException:
-            os.replace(aside, final)
-            raise
-        retire_tree(aside)  # on the Drive mount each file is truncated first: the trash stays small
-    else:
-        os.replace(downloaded, final)
+    replace_tree(downloaded, final)  # on the Drive mount the old copy is truncated first: the trash stays small

@@ -28,10 +28,9 @@ from .._fsio import (
     hash_file,
     is_stale_temp,
     is_temp_name,
-    process_alive,
+    may_resume,
     retire,
     retire_tree,
-    temp_owner_pid,
     temp_path,
 )
 from .._progress import say
@@ -67,8 +66,7 @@ def claim_staging(folder: Path, token: str) -> Path:
                 earlier.append(Path(entry.path))
     adopted = False
     for path in sorted(earlier, key=lambda p: p.lstat().st_mtime, reverse=True):
-        owner = temp_owner_pid(path.name)
-        if owner is not None and owner != os.getpid() and process_alive(owner):
+        if not may_resume(path.name):
             continue  # a live writer's (an older colabkit without the lock): never ours to touch
         if not adopted:
             os.rename(path, mine)

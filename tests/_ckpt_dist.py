@@ -63,6 +63,7 @@ def main(directory: str, out: str) -> None:
     except colabkit.errors.CheckpointWriteError as exc:
         report["blocked"] = str(exc)
     Path(out, f"rank{rank}.json").write_text(json.dumps(report))
+    dist.barrier()  # both ranks alive until both are done: a rank torn down early aborts its peer's gloo threads
     dist.destroy_process_group()
 
 

@@ -45,7 +45,7 @@ _EXPORTS: dict[str, str] = {
     # fetching, archives, staging (no module is named like the function it exports:
     # importing colabkit.fetch the module would shadow colabkit.fetch the function)
     "fetch": "_fetch.api",
-    "extract": "_archive",
+    "extract": "_archive.api",
     "stage": "_stage",
     # checkpoint
     "CheckpointManager": "_checkpoint.manager",
@@ -79,7 +79,7 @@ __all__ = sorted([*_EXPORTS, "__version__", "errors"])
 
 if TYPE_CHECKING:  # pragma: no cover - for editors and type checkers only
     from ._extension import load_ipython_extension
-    from ._archive import extract
+    from ._archive.api import extract
     from ._checkpoint.manager import CheckpointManager, CheckpointWarning, ResumeInfo
     from ._status import GPUInfo, Status, device, status
     from ._drive import flush_drive, mount_drive

@@ -202,7 +202,7 @@ def stage(
     except OSError as exc:
         raise _stage_error(exc, source, target) from None
     if extract:
-        from ._archive import extract as extract_archive
+        from ._archive.api import extract as extract_archive
 
         return extract_archive(target, quiet=quiet)
     return target

@@ -18,7 +18,7 @@ import pytest
 
 import colabkit
 from colabkit import errors
-from colabkit._archive import MARKER_NAME
+from colabkit._archive.marker import MARKER_NAME
 from colabkit._fsio import STALE_AFTER, temp_path
 
 LOCK_FILE = re.compile(r"^\.[^/]+\.lock(\.pid)?$")

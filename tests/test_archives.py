@@ -19,7 +19,7 @@ import pytest
 
 import colabkit
 from colabkit import errors
-from colabkit._archive import MARKER_NAME
+from colabkit._archive.marker import MARKER_NAME
 from colabkit._fsio import STALE_AFTER
 
 FILES = {"train/a.csv": b"x,y\n1,2\n", "train/b.csv": b"x,y\n3,4\n", "README.txt": b"hello\n"}

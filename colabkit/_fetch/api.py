@@ -11,7 +11,7 @@ import os
 import time
 from pathlib import Path
 
-from .._archive import extract as extract_archive
+from .._archive.api import extract as extract_archive
 from .._fsio import parse_hash, replace, retire_tree
 from .._progress import progress, say
 from .._validate import check_count, check_duration, check_size

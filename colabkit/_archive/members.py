@@ -22,7 +22,8 @@ from typing import Any
 
 from .._progress import progress
 from ..errors import ArchiveError, UnsafeArchiveError
-from .checks import MAX_PATH_BYTES, RATIO_FLOOR, Limits, Table, member_parts, refuse
+from . import checks
+from .checks import MAX_PATH_BYTES, Limits, Table, member_parts, refuse
 from .marker import MARKER_NAME
 from .writer import Dirs, WriteFailed, copy_stream, file_mode, finish_links, link_or_copy
 
@@ -128,7 +129,7 @@ def _tar_members(archive: Path, tar: tarfile.TarFile, raw: Any, dirs: Dirs, tabl
             raise refuse(archive, name, "is a fifo (named pipe)")
         else:
             raise refuse(archive, name, "is not a regular file, folder or link")
-        if limits.size > RATIO_FLOOR:  # tell() is not free; the ratio cap starts at the floor anyway
+        if limits.size > checks.RATIO_FLOOR:  # tell() is not free; the ratio cap starts at the floor anyway
             limits.ratio(raw.tell())
         bar.update(1)
 

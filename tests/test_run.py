@@ -317,3 +317,27 @@ def test_a_random_split_subset_loads_through_run_loader(tmp_path):
     assert run.finished
     again, model2 = train(tmp_path / "again", epochs=1, dataset=train_set)
     assert same(weights(model), weights(model2))
+
+
+def test_the_epoch_row_and_epoch_means_give_the_mean_train_loss_of_the_epochs_steps(tmp_path):
+    def by_hand(run):
+        steps = [r for r in run.metrics.rows if r["kind"] == "step"]
+        return {e: sum(r["train_loss"] for r in steps if r["epoch"] == e) / sum(r["epoch"] == e for r in steps)
+                for e in sorted({r["epoch"] for r in steps})}
+
+    run, _ = train(tmp_path / "whole", epochs=2)
+    hand = by_hand(run)
+    epoch_rows = [r for r in run.metrics.rows if r["kind"] == "epoch"]
+    assert [r["train_loss"] for r in epoch_rows] == [hand[1], hand[2]]  # exact: the same additions
+    assert run.epoch_means == {"train_loss": hand[2]}
+    assert len({hand[1], hand[2]}) == 2 and all(isinstance(v, float) for v in hand.values())
+    csv_rows = [r for r in read_rows(run.log_dir / "metrics.csv") if r["kind"] == "epoch"]
+    assert [r["train_loss"] for r in csv_rows] == [float(format(hand[e], ".9g")) for e in (1, 2)]
+
+    # stopped mid-epoch (a real SIGINT during step 3) and resumed: the epoch still averages all its steps
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "stopped", epochs=2, interrupt_at=3)
+    resumed, _ = train(tmp_path / "stopped", epochs=2)
+    assert resumed.resumed
+    assert [r["train_loss"] for r in resumed.metrics.rows if r["kind"] == "epoch"] == [hand[1], hand[2]]
+    assert resumed.epoch_means == {"train_loss": hand[2]}

@@ -139,6 +139,9 @@ class MetricsLog:
             self._writer = None
 
 
+plain_number = _plain_number  # the package's name for it (run.py converts step values with it)
+
+
 def _format(value: Any) -> Any:
     if isinstance(value, float):
         return format(value, ".9g") if math.isfinite(value) else str(value)

@@ -186,9 +186,8 @@ def main(argv=None) -> dict:
               f"{n_valid} validation, {len(x_test)} test rows, {len(columns)} features ({train_path.name})")
 
     # ---- 4. Model, loss function and optimizer ----------------------------------------------------
-    model = Regressor(len(columns), config["hidden"])
+    model = Regressor(len(columns), config["hidden"]).to(procs.device)
     model.fit_scaling(train_set.x, train_set.y)  # the training rows only, never the validation rows
-    model.to(procs.device)
     loss_fn = nn.MSELoss()
     optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"])
     run.track(model, optimizer)  # a rerun restores weights, optimizer, random state and the loop's place
@@ -217,7 +216,8 @@ def main(argv=None) -> dict:
                                        xb.to(procs.device), yb.to(procs.device)))
         valid_loss = procs.mean(total, len(valid_loader.dataset))  # over every process's share
         best = run.log(valid_loss=valid_loss)  # True: a new best; early stopping counts the others
-        line = f"epoch {epoch + 1:>4}/{config['epochs']}  valid loss {valid_loss:10.4f}" + ("  *best" * best)
+        line = (f"epoch {epoch + 1:>4}/{config['epochs']}  valid loss {valid_loss:10.4f}  train loss "
+                f"{run.epoch_means['train_loss']:10.4f}" + "  *best" * best)  # train: the mean of the epoch's steps
         if run.main:  # on the bar (a terminal or notebook), else one line per epoch (a log file)
             bar.set_postfix_str(line, refresh=False) if not bar.disable else print(line, flush=True)
     bar.close()

@@ -199,8 +199,8 @@ def main(argv=None) -> dict:
             bar.update()
         valid_loss, valid_acc = validate(model, valid_loader, loss_fn, procs)
         best = run.log(valid_loss=valid_loss, valid_acc=valid_acc)  # best: by maximum accuracy
-        line = (f"epoch {epoch + 1:>3}/{config['epochs']}  valid loss {valid_loss:.4f}  accuracy "
-                f"{valid_acc:.4f}" + ("  *best" * best))
+        line = (f"epoch {epoch + 1:>3}/{config['epochs']}  valid loss {valid_loss:.4f}  accuracy {valid_acc:.4f}"
+                f"  train loss {run.epoch_means['train_loss']:.4f}" + "  *best" * best)  # train: the epoch's mean
         if run.main:  # on the bar (a terminal or notebook), else one line per epoch (a log file)
             bar.set_postfix_str(line, refresh=False) if not bar.disable else print(line, flush=True)
     bar.close()

@@ -2,8 +2,8 @@
 
     python _run_loop.py ROOT OUT SESSION WORKERS [--epochs N] [--every MIN] [--lr LR] [--hidden H]
 
-Prints "START epoch batch step" once the run is set up and "STEP n" after
-every optimizer step (flushed, so the test can kill it at chosen steps).
+Prints "START epoch batch step" once the run is set up, "LOSS n value" and
+"STEP n" after every optimizer step (flushed, so the test can kill it at chosen steps).
 The Dataset records every sample it loads in OUT/loads-SESSION.txt (from
 whichever process loads it) and draws its augmentation from
 colabkit.sample_generator(). At the end it writes OUT/weights.pt.
@@ -80,6 +80,7 @@ def main() -> None:
             optimizer.step()
             scheduler.step()
             run.log(train_loss=loss)
+            print(f"LOSS {run.step + 1} {float(loss)!r}", flush=True)  # for the hand-computed epoch mean
             print(f"STEP {run.step + 1}", flush=True)
         model.eval()
         with torch.no_grad():
@@ -87,8 +88,10 @@ def main() -> None:
         if run.log(valid_loss=valid):
             run.state.best_valid = float(valid)
         run.state.setdefault("history", []).append(float(valid))
+        run.state.setdefault("means", []).append(run.epoch_means["train_loss"])  # the epoch's mean train loss
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "history": run.state.get("history"), "step": run.step}, out / "weights.pt")
+                "history": run.state.get("history"), "step": run.step,
+                "means": run.state.get("means")}, out / "weights.pt")
     print("DONE", flush=True)
 
 

@@ -317,3 +317,59 @@ def test_a_random_split_subset_loads_through_run_loader(tmp_path):
     assert run.finished
     again, model2 = train(tmp_path / "again", epochs=1, dataset=train_set)
     assert same(weights(model), weights(model2))
+
+
+def test_the_epoch_row_and_epoch_means_give_the_mean_train_loss_of_the_epochs_steps(tmp_path):
+    def by_hand(run):
+        steps = [r for r in run.metrics.rows if r["kind"] == "step"]
+        return {e: sum(r["train_loss"] for r in steps if r["epoch"] == e) / sum(r["epoch"] == e for r in steps)
+                for e in sorted({r["epoch"] for r in steps})}
+
+    run, _ = train(tmp_path / "whole", epochs=2)
+    hand = by_hand(run)
+    epoch_rows = [r for r in run.metrics.rows if r["kind"] == "epoch"]
+    assert [r["train_loss"] for r in epoch_rows] == [hand[1], hand[2]]  # exact: the same additions
+    assert run.epoch_means == {"train_loss": hand[2]}
+    assert len({hand[1], hand[2]}) == 2 and all(isinstance(v, float) for v in hand.values())
+    csv_rows = [r for r in read_rows(run.log_dir / "metrics.csv") if r["kind"] == "epoch"]
+    assert [r["train_loss"] for r in csv_rows] == [float(format(hand[e], ".9g")) for e in (1, 2)]
+
+    # stopped mid-epoch (a real SIGINT during step 3) and resumed: the epoch still averages all its steps
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "stopped", epochs=2, interrupt_at=3)
+    resumed, _ = train(tmp_path / "stopped", epochs=2)
+    assert resumed.resumed
+    assert [r["train_loss"] for r in resumed.metrics.rows if r["kind"] == "epoch"] == [hand[1], hand[2]]
+    assert resumed.epoch_means == {"train_loss": hand[2]}
+
+
+def test_metrics_csv_appends_new_rows_and_a_half_row_from_a_kill_is_left_out(tmp_path):
+    from colabkit._training.metrics import MetricsLog
+
+    log = MetricsLog(tmp_path, tensorboard=False)
+    step = lambda n: {"epoch": 1, "step": n, "kind": "step", "train_loss": torch.tensor(n / 8)}
+    for n in (1, 2):
+        log.add(step(n))
+    log.flush()
+    first = (tmp_path / "metrics.csv").stat().st_ino
+    log.add(step(3))
+    log.flush()  # same columns: the new row is appended, the file is not written again whole
+    assert (tmp_path / "metrics.csv").stat().st_ino == first
+    assert [r["step"] for r in read_rows(tmp_path / "metrics.csv")] == [1, 2, 3]
+    log.add({"epoch": 1, "step": 3, "kind": "epoch", "valid_loss": 0.5})
+    log.flush()  # a new column: rewritten whole (atomically), the earlier rows with an empty cell
+    text = (tmp_path / "metrics.csv").read_text()
+    assert text.splitlines()[0] == "epoch,step,kind,train_loss,valid_loss" and text.count("\n") == 5
+    assert read_rows(tmp_path / "metrics.csv")[-1] == {"epoch": 1, "step": 3, "kind": "epoch", "valid_loss": 0.5}
+
+    # a kill in the middle of an append leaves half a row: readers leave it out, a resume rewrites the file
+    with open(tmp_path / "metrics.csv", "a") as handle:
+        handle.write("2,4,step,0.")
+    assert len(read_rows(tmp_path / "metrics.csv")) == 4
+    again = MetricsLog(tmp_path, tensorboard=False)
+    again.restore(4, 3, 4, [])
+    again.add(step(4) | {"epoch": 2})
+    again.flush()
+    assert (tmp_path / "metrics.csv").read_text().endswith("\n2,4,step,0.5,\n")
+    assert [(r["kind"], r["step"]) for r in read_rows(tmp_path / "metrics.csv")] == \
+        [("step", 1), ("step", 2), ("step", 3), ("epoch", 3), ("step", 4)]

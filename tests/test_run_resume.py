@@ -143,3 +143,41 @@ def test_killed_at_five_steps_resumes_bit_identical_without_reloading(tmp_path, 
     assert [r["epoch"] for r in rows if r["kind"] == "epoch"] == [1, 2]
     strip = lambda r: {k: v for k, v in r.items() if k != "seconds"}
     assert [strip(r) for r in rows] == [strip(r) for r in ref_rows]
+
+
+def losses_by_step(lines: list[str]) -> dict[int, float]:
+    """step -> the loss the loop printed for it (a step redone after a kill prints the same value)."""
+    found = {}
+    for line in lines:
+        if line.startswith("LOSS "):
+            _, step, value = line.split()
+            found[int(step)] = float(value)
+    return found
+
+
+@pytest.mark.slow
+def test_epoch_mean_train_loss_is_the_mean_of_every_step_across_sigkill_mid_epoch(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    code, lines = run_until(tmp_path / "reference", out, "reference", 0)
+    assert code == 0 and lines[-1] == "DONE", "\n".join(lines[-20:])
+    reference = torch.load(out / "weights.pt")
+    (out / "weights.pt").unlink()
+    root, seen = tmp_path / "killed", {}
+    for n, kill_at in enumerate([3, 11]):  # inside epoch 1 and inside epoch 2
+        code, lines = run_until(root, out, f"s{n}", 0, kill_at)
+        assert code != 0 and "DONE" not in lines, "\n".join(lines[-20:])
+        seen.update(losses_by_step(lines))
+    code, lines = run_until(root, out, "final", 0)
+    assert code == 0 and lines[-1] == "DONE", "\n".join(lines[-30:])
+    assert start_of(lines)[1] > 0  # the last session began inside an epoch
+    seen.update(losses_by_step(lines))
+    assert sorted(seen) == list(range(1, EPOCHS * STEPS_PER_EPOCH + 1))
+
+    # by hand: the plain mean of the epoch's step losses, added in step order
+    hand = [sum(seen[s] for s in range(e * STEPS_PER_EPOCH + 1, (e + 1) * STEPS_PER_EPOCH + 1)) / STEPS_PER_EPOCH
+            for e in range(EPOCHS)]
+    resumed = torch.load(out / "weights.pt")
+    assert resumed["means"] == hand == reference["means"]  # exact, not approximately
+    epoch_rows = [r for r in read_rows(root / "logs" / "loop" / "metrics.csv") if r["kind"] == "epoch"]
+    assert [r["train_loss"] for r in epoch_rows] == [float(format(m, ".9g")) for m in hand]

@@ -2,9 +2,13 @@
 
 `logs/<run>/metrics.csv` holds one row per logged step and one per epoch
 (columns epoch, step, kind, train_loss, valid_loss, the loop's other metrics,
-lr, seconds, peak_gpu_mb). It is rewritten whole (temp file, then rename) at
-each checkpoint, so it never holds half a row; a resumed run keeps exactly the
-rows its checkpoint had seen and appends after them, so no step appears twice.
+lr, seconds, peak_gpu_mb). Its first write (in each session) and any write that
+brings a new column rewrite it whole (temp file, then rename); later writes
+append only the new rows (one write, then fsync), so an epoch's write costs its
+own rows, not the whole run's. A kill during an append can leave half a row at
+the end: `read_rows` leaves an unfinished last line out, and the resumed run's
+first write rewrites the file whole. A resumed run keeps exactly the rows its
+checkpoint had seen and appends after them, so no step appears twice.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ class MetricsLog:
         self.last_write = 0.0  # time.monotonic() of that write
         self._writer: Any = None
         self._purge_step: int | None = None
+        self._keys: dict[str, None] = {}  # every key of self.rows, in order of appearance (the header's source)
+        self._header: list[str] | None = None  # the header of the file as this process wrote it (None: rewrite)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -77,6 +83,8 @@ class MetricsLog:
         self.rows = rows[:keep]
         self.written = self._flushed = len(self.rows)
         self._purge_step = step + 1
+        self._keys = {key: None for row in self.rows for key in row}
+        self._header = None  # the file may hold rows after the checkpoint's: the next write rewrites it
 
     def tail(self) -> tuple[int, list[dict[str, Any]]]:
         """(rows the file holds, the rows after them as plain data): what a checkpoint carries."""
@@ -91,6 +99,8 @@ class MetricsLog:
     def add(self, row: dict[str, Any]) -> None:
         """Append a row (values may be tensors; they are converted when written)."""
         self.rows.append(row)
+        if not self._keys.keys() >= row.keys():
+            self._keys.update(dict.fromkeys(row))
 
     def flush(self) -> None:
         """Write metrics.csv whole (atomically) and the new rows to TensorBoard."""
@@ -100,14 +110,24 @@ class MetricsLog:
         for row in self.rows[self._flushed:]:
             for key, value in row.items():
                 row[key] = _plain_number(value)
-        fields = columns(self.rows)
+        fields = columns([self._keys])
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=fields, restval="", lineterminator="\n")
-        writer.writeheader()
-        for row in self.rows:
-            writer.writerow({k: _format(v) for k, v in row.items()})
-        self.folder.mkdir(parents=True, exist_ok=True)
-        _fsio.write_bytes_atomic(self.path, buffer.getvalue().encode("utf-8"))
+        if fields == self._header and self.path.is_file():  # the same columns: append the new rows only
+            for row in self.rows[self.written:]:
+                writer.writerow({k: _format(v) for k, v in row.items()})
+            if buffer.tell():
+                with open(self.path, "ab") as handle:
+                    handle.write(buffer.getvalue().encode("utf-8"))
+                    handle.flush()
+                    _fsio.fsync_fd(handle.fileno())
+        else:  # the first write of this session, or a new column: the whole file, atomically
+            writer.writeheader()
+            for row in self.rows:
+                writer.writerow({k: _format(v) for k, v in row.items()})
+            self.folder.mkdir(parents=True, exist_ok=True)
+            _fsio.write_bytes_atomic(self.path, buffer.getvalue().encode("utf-8"))
+            self._header = fields
         self.written, self.last_write = len(self.rows), time.monotonic()
         self._to_tensorboard()
 
@@ -139,6 +159,9 @@ class MetricsLog:
             self._writer = None
 
 
+plain_number = _plain_number  # the package's name for it (run.py converts step values with it)
+
+
 def _format(value: Any) -> Any:
     if isinstance(value, float):
         return format(value, ".9g") if math.isfinite(value) else str(value)
@@ -156,8 +179,14 @@ def columns(rows: Iterable[dict[str, Any]]) -> list[str]:
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    """The rows of a metrics.csv, numbers as numbers (empty cells left out)."""
-    with open(path, newline="", encoding="utf-8") as handle:
+    """The rows of a metrics.csv, numbers as numbers (empty cells left out).
+
+    An unfinished last line (a kill during an append) is left out.
+    """
+    text = path.read_bytes().decode("utf-8")
+    if not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    with io.StringIO(text, newline="") as handle:
         rows = []
         for raw in csv.DictReader(handle):
             row: dict[str, Any] = {}

@@ -42,7 +42,7 @@ from . import config as _config
 from .data import KeyedDataset, ResumableSampler
 from .distributed import Processes
 from .early_stop import EarlyStopping
-from .metrics import MetricsLog, plot_metrics, write_config, write_run_info
+from .metrics import MetricsLog, plain_number, plot_metrics, write_config, write_run_info
 
 RUN_FORMAT = "colabkit.run/1"
 DEFAULT_EVERY_MINUTES = 10.0
@@ -224,6 +224,13 @@ class Run:
         self._steps_seen = 0        # optimizer.step() calls (a post-hook counts them)
         self._steps_at_yield = 0
         self._epoch_row: dict[str, Any] = {}
+        # the epoch's step metrics, for its row's means: exact sums (Python floats, added in step order, so
+        # a resume that restores them from the checkpoint goes on with the same additions) and the step rows
+        # not yet added (their tensors are turned into numbers only at a save or the epoch's end, no sync per step)
+        self._sums: dict[str, float] = {}
+        self._counts: dict[str, int] = {}
+        self._unsummed: list[dict[str, Any]] = []
+        self._last_means: dict[str, float] = {}
         self._session_start: float | None = None
         self._last_save = time.monotonic()
         self._interrupted = False
@@ -289,6 +296,9 @@ class Run:
         self._stopped_epoch = run.get("stopped_epoch")
         self.state.update(payload.get("extra", {}).get("user") or {})
         self.metrics.restore(int(run.get("rows", 0)), self.step, run.get("tail_start"), run.get("tail"))
+        means = run.get("means") or {}
+        self._sums = {str(k): float(v) for k, v in (means.get("sums") or {}).items()}
+        self._counts = {str(k): int(v) for k, v in (means.get("counts") or {}).items()}
         self._pending_rng = payload.get("rng")
         self.resumed = True
         where = (f"after epoch {self.epoch}" if self.batch == 0
@@ -313,6 +323,26 @@ class Run:
     def finished(self) -> bool:
         """True when the run has done all its epochs or stopped early."""
         return self.stopper.stopped or (self.epoch >= self.total_epochs and self.batch == 0)
+
+    @property
+    def epoch_means(self) -> dict[str, float]:
+        """The mean of each metric logged inside `batches()`, over the steps of the epoch in progress.
+
+        What the course prints per epoch (`train loss X  valid loss Y`): after
+        the epoch's batches, `run.epoch_means["train_loss"]` is the mean of every
+        step's `run.log(train_loss=...)` in that epoch, also when the epoch was
+        interrupted and resumed mid-way (the sums travel in the checkpoint). The
+        epoch's row in metrics.csv gets these means too (unless the epoch's own
+        `run.log()` gives that key). Between epochs: the last epoch's means.
+        Under torchrun each process averages its own steps.
+
+        Returns:
+            {metric name: mean} (numbers only; strings logged are left out).
+        """
+        self._add_up()
+        if not self._counts:
+            return dict(self._last_means)
+        return {key: self._sums[key] / count for key, count in self._counts.items()}
 
     @property
     def stopped_early(self) -> bool:
@@ -570,6 +600,7 @@ class Run:
         if self._in_batches:
             row = {"epoch": self.epoch + 1, "step": self.step + 1, "kind": "step", **metrics}
             self.metrics.add(row)
+            self._unsummed.append(row)  # added up at the next save or the epoch's end
             return False
         self._epoch_row.update(metrics)
         if self.monitor in metrics:
@@ -585,6 +616,18 @@ class Run:
         return path
 
     # ------------------------------------------------------------------ internals
+
+    def _add_up(self) -> None:
+        """Add the step rows logged since the last call to the epoch's sums, in step order."""
+        for row in self._unsummed:
+            for key, value in row.items():
+                if key in ("epoch", "step", "kind"):
+                    continue
+                number = row[key] = plain_number(value)  # converted once (metrics.csv then writes it as is)
+                if isinstance(number, (int, float)):
+                    self._sums[key] = self._sums.get(key, 0.0) + number
+                    self._counts[key] = self._counts.get(key, 0) + 1
+        self._unsummed.clear()
 
     def _continue_rng(self) -> None:
         if self._pending_rng is not None:
@@ -604,7 +647,10 @@ class Run:
         self.epoch += 1
         self.batch = 0
         self.position = 0
-        row = {"epoch": self.epoch, "step": self.step, "kind": "epoch", **self._epoch_row}
+        means = self.epoch_means if self._counts or self._unsummed else {}
+        self._last_means = means
+        self._sums, self._counts = {}, {}
+        row = {"epoch": self.epoch, "step": self.step, "kind": "epoch", **means, **self._epoch_row}
         optimizer = self._tracked.get("optimizer")
         if optimizer is not None and optimizer.param_groups:
             row["lr"] = optimizer.param_groups[0].get("lr")
@@ -638,6 +684,7 @@ class Run:
             elif self._in_epoch and not self._in_batches:
                 rng = self._boundary_rng  # after the epoch's batches: continue from their end
         seconds = self._elapsed()
+        self._add_up()
         rows = len(self.metrics)
         # metrics.csv is rewritten at the end of each epoch (and at most once a minute inside one);
         # the rows after its last write travel in the checkpoint, so a resume loses none of them
@@ -649,6 +696,7 @@ class Run:
             "format": RUN_FORMAT, "epoch": self.epoch, "batch": batch, "position": position, "step": step,
             "seconds": seconds,
             "rows": rows, "tail_start": tail_start, "tail": tail, "config": self.config,
+            "means": {"sums": dict(self._sums), "counts": dict(self._counts)},
             "structural": self.structural,
             "early_stop": self.stopper.state_dict(), "stopped_epoch": self._stopped_epoch,
             "name": self.name,

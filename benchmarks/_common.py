@@ -63,6 +63,15 @@ def best_in_turns(
     return best
 
 
+def fsync_file(path: str | os.PathLike) -> None:
+    """fsync a file by path: what a durable write waits for, for baselines that must match it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def python_with_cached_bytecode() -> Iterator[Callable[[str], None]]:
     """A `python -c CODE` runner whose bytecode is cached in a private temporary folder.

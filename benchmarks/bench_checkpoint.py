@@ -33,7 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ._common import Figure
+from ._common import Figure, fsync_file
 
 MiB = 1 << 20
 
@@ -234,14 +234,6 @@ def _resume_figures(megabytes: int, rounds: int, root: Path) -> list[Figure]:
 # ------------------------------------------------------------------ save, lock, async (in process)
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _save_figures(megabytes: int, rounds: int, root: Path) -> list[Figure]:
     import torch
 
@@ -260,12 +252,12 @@ def _save_figures(megabytes: int, rounds: int, root: Path) -> list[Figure]:
             torch.save(state, tmp)
         finally:
             torch.serialization.set_crc32_options(True)
-        _fsync(tmp)
+        fsync_file(tmp)
         os.replace(tmp, final)
 
     def torch_save() -> None:
         torch.save(state, folder / "plain.pt")
-        _fsync(folder / "plain.pt")
+        fsync_file(folder / "plain.pt")
 
     contenders: dict[str, Callable[[], object]] = {
         "save()": lambda: manager.save(state, epoch=1), "atomic torch.save (no CRC)+fsync": atomic_no_crc,
@@ -277,7 +269,7 @@ def _save_figures(megabytes: int, rounds: int, root: Path) -> list[Figure]:
 
         def fabric_save() -> None:
             fabric.save(folder / "fabric.ckpt", {"model": model, "optimizer": optimizer})
-            _fsync(folder / "fabric.ckpt")
+            fsync_file(folder / "fabric.ckpt")
 
         contenders["fabric.save+fsync"] = fabric_save
     except ImportError:

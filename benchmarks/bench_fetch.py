@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ._common import Figure
+from ._common import Figure, fsync_file
 
 _SERVER = r"""
 import os, sys
@@ -72,14 +72,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: stream.read(8 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _fsynced(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _timed(action: Callable[[], object]) -> float:
@@ -130,7 +122,7 @@ def _figures(root: Path, url: str, size: int, mib: float, rounds: int, fetch) ->
         "gdown+sha256": lambda d: gdown.download(url, str(d / "big.bin"), quiet=True, hasher=hashlib.sha256()),
         # ...and durable as fetch's stamp is: its fsync commits ext4's journal, which writes the new
         # file's data first (data=ordered), so a stamp never outlives the bytes it vouches for
-        "gdown+sha256+fsync": lambda d: _fsynced(gdown.download(url, str(d / "big.bin"), quiet=True,
+        "gdown+sha256+fsync": lambda d: fsync_file(gdown.download(url, str(d / "big.bin"), quiet=True,
                                                                 hasher=hashlib.sha256())),
     }
     notes = []

@@ -254,6 +254,7 @@ def _save_figures(megabytes: int, rounds: int, root: Path) -> list[Figure]:
             torch.serialization.set_crc32_options(True)
         fsync_file(tmp)
         os.replace(tmp, final)
+        fsync_file(folder)  # the rename is durable only once its folder is synced
 
     def torch_save() -> None:
         torch.save(state, folder / "plain.pt")

@@ -231,11 +231,14 @@ def test_a_flipped_byte_in_tensor_data_is_caught_by_the_hash(tmp_path):
     assert str(bad) in str(refused.value) and "without a path" in str(refused.value)
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated-json", "wrong-format", "deleted"])
+# "empty": what an interrupted copy or Drive sync of the folder can leave
+@pytest.mark.parametrize("damage", ["garbage", "truncated-json", "wrong-format", "deleted", "empty"])
 def test_damaged_manifest_is_rebuilt_from_the_files(tmp_path, damage):
     ckpt, paths = _three(tmp_path)
     target = ckpt.directory / MANIFEST_NAME
-    if damage == "garbage":
+    if damage == "empty":
+        target.write_bytes(b"")
+    elif damage == "garbage":
         target.write_bytes(os.urandom(64))
     elif damage == "truncated-json":
         target.write_text(target.read_text()[:40])

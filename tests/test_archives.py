@@ -434,3 +434,15 @@ def test_a_low_ratio_cap_on_a_tar_gz_is_judged_exactly(box, gzip_reader, monkeyp
         colabkit.extract(archive, max_ratio=100, quiet=True)
     assert tree(box) == {"zeros.tar.gz"}
     assert (colabkit.extract(archive, quiet=True) / "zeros.bin").stat().st_size == 16 * 2**20
+
+
+@pytest.mark.parametrize("name,mode", [("flip.tar.bz2", "w:bz2"), ("flip.tar.xz", "w:xz")])
+def test_a_flipped_byte_in_bz2_or_xz_is_caught_by_its_check_sum(box, name, mode):
+    files = {f"f{i}.txt": (f"line {i}\n" * 2000).encode() for i in range(30)}
+    archive = make_tar(box / name, files, mode)
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    archive.write_bytes(bytes(data))
+    with pytest.raises(errors.ArchiveError, match="damaged|cannot be read"):
+        colabkit.extract(archive, quiet=True)
+    assert names(box) == [name]

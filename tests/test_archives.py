@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tarfile
 import textwrap
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -350,5 +351,98 @@ def test_truncated_archive_is_reported_as_damaged(box, name, mode):
     data = archive.read_bytes()
     archive.write_bytes(data[: len(data) // 2] if mode is not None else data[:40_000] + data[-2000:])
     with pytest.raises(errors.ArchiveError, match="damaged|cannot be read|Fetch it again"):
+        colabkit.extract(archive, quiet=True)
+    assert names(box) == [name]
+
+
+# --------------------------------------------------------------------------- how a tar.gz is read
+# isal (where installed) decompresses a tar.gz in a second thread; without it tarfile reads it itself.
+
+
+@pytest.fixture(params=["isal", "stdlib"])
+def gzip_reader(request, monkeypatch):
+    """Each test runs both ways; afterwards, the isal run must have used isal's threaded reader."""
+    opened = []
+    if request.param == "isal":
+        igzip_threaded = pytest.importorskip("isal.igzip_threaded")
+        real = igzip_threaded.open
+        monkeypatch.setattr(igzip_threaded, "open", lambda *a, **k: opened.append(a) or real(*a, **k))
+    else:
+        monkeypatch.setitem(sys.modules, "isal", None)  # what an install without isal sees
+    yield request.param
+    assert bool(opened) == (request.param == "isal")
+
+
+def threads_now() -> set:
+    """The running threads, but tqdm's monitor (started once per process, on first use)."""
+    return {t for t in threading.enumerate() if t.name != "tqdm_monitor"}
+
+
+def test_tar_gz_larger_than_the_read_ahead_extracts_exactly(box, gzip_reader):
+    files = {f"part{i // 50}/f{i}.bin": os.urandom(4096 + i) for i in range(3000)}  # ~12 MiB
+    before = threads_now()
+    folder = colabkit.extract(make_tar(box / "many.tar.gz", files, "w:gz"), quiet=True)
+    for name, data in files.items():
+        assert (folder / name).read_bytes() == data
+    assert threads_now() == before  # the decompressing thread is gone
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped"])
+def test_damaged_tar_gz_is_reported_and_nothing_kept(box, gzip_reader, damage):
+    files = {f"f{i}.bin": os.urandom(50_000) for i in range(100)}
+    archive = make_tar(box / "cut.tar.gz", files, "w:gz")
+    data = bytearray(archive.read_bytes())
+    if damage == "truncated":
+        del data[len(data) // 2:]
+    else:
+        for at in range(len(data) // 2, len(data) // 2 + 64):
+            data[at] ^= 0xFF
+    archive.write_bytes(bytes(data))
+    before = threads_now()
+    with pytest.raises(errors.ArchiveError, match="damaged|cannot be read|Fetch it again"):
+        colabkit.extract(archive, quiet=True)
+    assert names(box) == ["cut.tar.gz"]
+    assert threads_now() == before
+
+
+def test_hostile_member_of_a_big_tar_gz_stops_the_reader(tmp_path, box, gzip_reader):
+    """A refusal early in a large archive: nothing outside changes, and the reader stops at once."""
+    archive = box / "evil.tar.gz"
+    with tarfile.open(archive, "w:gz", compresslevel=1) as tf:
+        symlink("sub/up", "../..")(tf)
+        file_member("sub/up/outside.txt")(tf)
+        for i in range(40):
+            file_member(f"pad/{i}.bin", os.urandom(1 << 20))(tf)
+    def files_around():  # all but the lock files extract keeps beside its target
+        return {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and not LOCK_FILE.match(p.name)}
+
+    around = files_around()
+    before = threads_now()
+    with pytest.raises(errors.UnsafeArchiveError, match="outside the target|symbolic link"):
+        colabkit.extract(archive, quiet=True)
+    assert threads_now() == before
+    assert files_around() == around
+    assert tree(box) == {"evil.tar.gz"}
+
+
+def test_a_low_ratio_cap_on_a_tar_gz_is_judged_exactly(box, gzip_reader, monkeypatch):
+    from colabkit._archive import checks
+
+    monkeypatch.setattr(checks, "RATIO_FLOOR", 2**20)  # the real floor is 256 MiB; same rule, smaller
+    archive = make_tar(box / "zeros.tar.gz", {"zeros.bin": bytes(16 * 2**20)}, "w:gz")
+    with pytest.raises(errors.ArchiveTooLargeError, match="max_ratio"):
+        colabkit.extract(archive, max_ratio=100, quiet=True)
+    assert tree(box) == {"zeros.tar.gz"}
+    assert (colabkit.extract(archive, quiet=True) / "zeros.bin").stat().st_size == 16 * 2**20
+
+
+@pytest.mark.parametrize("name,mode", [("flip.tar.bz2", "w:bz2"), ("flip.tar.xz", "w:xz")])
+def test_a_flipped_byte_in_bz2_or_xz_is_caught_by_its_check_sum(box, name, mode):
+    files = {f"f{i}.txt": (f"line {i}\n" * 2000).encode() for i in range(30)}
+    archive = make_tar(box / name, files, mode)
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    archive.write_bytes(bytes(data))
+    with pytest.raises(errors.ArchiveError, match="damaged|cannot be read"):
         colabkit.extract(archive, quiet=True)
     assert names(box) == [name]

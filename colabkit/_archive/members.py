@@ -92,7 +92,7 @@ def _decompressed(raw: Any, threaded: bool) -> Iterator[Any]:
     """The tar stream inside `raw`: gzip, bzip2 and xz told by their magic bytes (as tarfile does).
 
     A gzip stream is decompressed in a second thread by isal where it is installed (`tar xzf`
-    runs gzip in a second process; bench_extract's small-file tar.gz race is 15 % slower
+    runs gzip in a second process; bench_extract's small-file tar.gz race is 10-15 % slower
     without it). That thread reads up to ~10 MiB of the archive ahead of what was unpacked,
     which only `threaded=False` (exact ratio checks) rules out.
     """

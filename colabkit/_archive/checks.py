@@ -21,7 +21,6 @@ from ..errors import ArchiveTooLargeError, ConfigError, UnsafeArchiveError
 DEFAULT_MAX_SIZE = 50 * 2**30  # bytes, uncompressed, all members together
 DEFAULT_MAX_MEMBERS = 2_000_000
 DEFAULT_MAX_RATIO = 10_000  # uncompressed / archive bytes; deflate never passes ~1032:1, bzip2 and xz of zeros do
-DEFLATE_MAX_RATIO = 1033  # a cap at least this high never stops a gzip stream, wherever it is judged
 RATIO_FLOOR = 256 * 2**20  # the ratio cap applies only past this many uncompressed bytes
 MAX_PATH_BYTES = 4000  # a member path (and a link text) stays below PATH_MAX, so cleanup can reach it
 _MAX_LINK_HOPS = 40  # what Linux allows in one path resolution (MAXSYMLINKS)

@@ -66,11 +66,11 @@ def _damaged(archive: Path, exc: BaseException, where: str = "") -> ArchiveError
 
 def extract_tar(archive: Path, work: Path, table: Table, limits: Limits, *, quiet: bool) -> None:
     """Write a tar archive's members into `work`, each judged first; links last."""
-    # a ratio cap that deflate can pass must see the exact compressed position: no read-ahead then
-    threaded = limits.max_ratio >= checks.DEFLATE_MAX_RATIO
-    with open(archive, "rb") as raw, _decompressed(raw, threaded) as stream:
+    with open(archive, "rb") as raw, _decompressed(raw) as stream:
         try:
-            tar = tarfile.open(fileobj=stream, mode="r|")  # one pass, in order
+            # one pass, in order, over a known compression; anything else as tarfile tells it
+            tar = tarfile.open(fileobj=raw, mode="r:*") if stream is None else \
+                tarfile.open(fileobj=stream, mode="r|")
         except _READ_ERRORS as exc:
             raise ArchiveError(f"{archive.name} cannot be read as a tar archive ({exc}). "
                                "Fetch it again (it may be truncated), or check its format.") from exc
@@ -78,7 +78,7 @@ def extract_tar(archive: Path, work: Path, table: Table, limits: Limits, *, quie
         try:
             with tar, progress(f"extract {archive.name}", quiet=quiet) as bar:
                 _tar_members(archive, tar, raw, dirs, table, limits, bar)
-                if stream is not raw:
+                if stream is not None:
                     _read_to_the_end(archive, stream)
                 finish_links(archive, dirs, table, limits)
         except WriteFailed as failure:
@@ -88,61 +88,45 @@ def extract_tar(archive: Path, work: Path, table: Table, limits: Limits, *, quie
 
 
 @contextlib.contextmanager
-def _decompressed(raw: Any, threaded: bool) -> Iterator[Any]:
-    """The tar stream inside `raw`: gzip, bzip2 and xz told by their magic bytes (as tarfile does).
-
-    A gzip stream is decompressed in a second thread by isal where it is installed (`tar xzf`
-    runs gzip in a second process; bench_extract's small-file tar.gz race is 10-15 % slower
-    without it). That thread reads up to ~10 MiB of the archive ahead of what was unpacked,
-    which only `threaded=False` (exact ratio checks) rules out.
-    """
+def _decompressed(raw: Any) -> Iterator[Any]:
+    """The tar stream inside `raw` for gzip, bzip2 and xz (told by their magic bytes), else None."""
     head = raw.read(10)
     raw.seek(0)
     if head.startswith(b"\x1f\x8b\x08"):
-        try:
-            from isal import igzip_threaded
-            from isal.isal_zlib import error as isal_error
-        except ImportError:
-            threaded = False
-        if threaded:
-            with contextlib.closing(igzip_threaded.open(raw, "rb", threads=1)) as reader:
-                yield _Damaged(reader, isal_error)
-            return
         opened: Any = gzip.GzipFile(fileobj=raw, mode="rb")
     elif head[:3] == b"BZh" and head[4:10] == b"1AY&SY":
         opened = bz2.BZ2File(raw)
-    elif head.startswith((b"\xfd7zXZ", b"\x5d\x00\x00\x80")):
+    elif head.startswith(b"\xfd7zXZ\x00"):
         opened = lzma.LZMAFile(raw)
     else:
-        yield raw
+        yield None
         return
     with opened:
         yield opened
 
 
-def _read_to_the_end(archive: Path, stream: Any) -> None:
-    """Read past the tar's end marker to the compressed stream's own end, where its check sum is.
+_TRAILER_MAX = 16 << 20  # bytes read past the tar's end marker; records pad it by 10 KiB, rarely 1 MiB
 
-    tarfile stops at the end marker, so a flipped byte in a member's data went unnoticed.
+
+def _read_to_the_end(archive: Path, stream: Any) -> None:
+    """Read past the tar's end marker to the compressed stream's end, where its check sum is verified.
+
+    tarfile stops at the end marker, so a flipped byte in a member's data went unnoticed. Bytes
+    after a complete gzip stream are ignored, as bz2 and lzma (and tar, with a warning) do. Past
+    `_TRAILER_MAX` the rest is left unread: a bomb hidden after the end marker is never unpacked.
     """
+    left = _TRAILER_MAX
     try:
-        while stream.read(COPY_BLOCK):
-            pass
+        while left > 0:
+            block = stream.read(min(COPY_BLOCK, left))
+            if not block:
+                return
+            left -= len(block)
+    except gzip.BadGzipFile as exc:
+        if not str(exc).startswith("Not a gzipped file"):  # raised only once the stream before was verified
+            raise _damaged(archive, exc) from exc
     except _READ_ERRORS as exc:
         raise _damaged(archive, exc) from exc
-
-
-class _Damaged:
-    """A decompressing reader whose own error class reads as zlib.error (a damaged archive)."""
-
-    def __init__(self, reader: Any, error: type[Exception]) -> None:
-        self.reader, self.error = reader, error
-
-    def read(self, size: int = -1) -> bytes:
-        try:
-            return self.reader.read(size)
-        except self.error as exc:
-            raise zlib.error(str(exc)) from exc
 
 
 def _tar_members(archive: Path, tar: tarfile.TarFile, raw: Any, dirs: Dirs, table: Table,
@@ -173,8 +157,8 @@ def _tar_members(archive: Path, tar: tarfile.TarFile, raw: Any, dirs: Dirs, tabl
                 except _READ_ERRORS as exc:
                     raise _damaged(archive, exc, name) from exc
                 try:
-                    os.utime(fd, ns=(member.mtime * 10**9,) * 2)  # tar and tarfile keep mtimes too
-                except (OverflowError, ValueError, OSError):
+                    os.utime(fd, ns=(int(member.mtime * 10**9),) * 2)  # tar and tarfile keep mtimes too (pax: a float)
+                except (OverflowError, ValueError, TypeError, OSError):
                     pass
             finally:
                 os.close(fd)

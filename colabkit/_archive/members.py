@@ -69,8 +69,8 @@ def extract_tar(archive: Path, work: Path, table: Table, limits: Limits, *, quie
     with open(archive, "rb") as raw, _decompressed(raw) as stream:
         try:
             # one pass, in order, over a known compression; anything else as tarfile tells it
-            tar = tarfile.open(fileobj=raw, mode="r:*") if stream is None else \
-                tarfile.open(fileobj=stream, mode="r|")
+            tar = (tarfile.open(fileobj=stream, mode="r|") if stream is not None
+                   else tarfile.open(fileobj=raw, mode="r:*"))
         except _READ_ERRORS as exc:
             raise ArchiveError(f"{archive.name} cannot be read as a tar archive ({exc}). "
                                "Fetch it again (it may be truncated), or check its format.") from exc
@@ -156,9 +156,9 @@ def _tar_members(archive: Path, tar: tarfile.TarFile, raw: Any, dirs: Dirs, tabl
                     copy_stream(_member_data(tar, member), fd, member.size)
                 except _READ_ERRORS as exc:
                     raise _damaged(archive, exc, name) from exc
-                try:
-                    os.utime(fd, ns=(int(member.mtime * 10**9),) * 2)  # tar and tarfile keep mtimes too (pax: a float)
-                except (OverflowError, ValueError, TypeError, OSError):
+                try:  # tar and tarfile keep mtimes too; a pax mtime is a float
+                    os.utime(fd, ns=(int(member.mtime * 10**9),) * 2)
+                except (OverflowError, ValueError, OSError):
                     pass
             finally:
                 os.close(fd)

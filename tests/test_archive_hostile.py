@@ -254,7 +254,7 @@ HOSTILE = {
     "hardlink-later": (hardlink_later, "no earlier member"),
     "hardlink-to-dir": (hardlink_to_dir, "a folder"),
     "hardlink-absolute": (absolute_hardlink, "absolute path"),
-    "file-then-link": (file_then_link_over_it, "appears twice"),
+    "file-then-link": (file_then_link_over_it, "where other members make a folder"),
     "duplicate-file": (duplicate_file, "appears twice"),
     "forged-marker": (forged_marker, "marker"),
     "nul-in-name": (nul_name, "NUL"),

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .._fsio import unsafe_name_reason
 from .._validate import check_count, check_size
-from ..errors import ArchiveTooLargeError, ConfigError, UnsafeArchiveError
+from ..errors import ArchiveError, ArchiveTooLargeError, ConfigError, UnsafeArchiveError
 
 DEFAULT_MAX_SIZE = 50 * 2**30  # bytes, uncompressed, all members together
 DEFAULT_MAX_MEMBERS = 2_000_000
@@ -84,6 +84,13 @@ def refuse(archive: Path, member: str, reason: str) -> UnsafeArchiveError:
     )
 
 
+def damaged(archive: Path, exc: BaseException, where: str = "") -> ArchiveError:
+    """The ArchiveError for bytes that do not read back (truncated, flipped), naming the member."""
+    at = f" at {where!r}" if where else ""
+    return ArchiveError(f"{archive.name} is damaged{at} ({exc}); nothing was kept. "
+                        "Fetch it again (it may be truncated).")
+
+
 def _split(text: str) -> list[str]:
     return text.replace("\\", "/").split("/")
 
@@ -122,6 +129,7 @@ class Table:
         self.sizes: dict[tuple[str, ...], int] = {}
         self.links: dict[tuple[str, ...], str] = {}  # parts -> link text ('/'-separated, relative)
         self.pending: list[tuple[str, tuple[str, ...], str]] = []  # (member name, parts, link text)
+        self.parents: set[tuple[str, ...]] = set()  # every folder some member lies under
 
     def claim(self, archive: Path, name: str, parts: tuple[str, ...], kind: str) -> None:
         if self.links:  # a member under a link would be written through it (CVE-2025-4517's shape)
@@ -131,6 +139,13 @@ class Table:
         previous = self.kinds.get(parts)
         if previous is not None and not (previous == kind == "dir"):
             raise refuse(archive, name, "appears twice in the archive")
+        # decided here, not by which write comes first: a zip's files are written by two processes
+        if kind != "dir" and parts in self.parents:
+            raise refuse(archive, name, "is a file or link where other members make a folder")
+        for end in range(1, len(parts)):
+            if self.kinds.get(parts[:end], "dir") != "dir":
+                raise refuse(archive, name, "lies under a path that another member made a file")
+        self.parents.update(parts[:end] for end in range(1, len(parts)))
         self.kinds[parts] = kind
 
     def add_link(self, archive: Path, name: str, parts: tuple[str, ...], text: str) -> None:

@@ -26,9 +26,10 @@ from typing import Any
 from .._progress import progress
 from ..errors import ArchiveError, UnsafeArchiveError
 from . import checks
-from .checks import MAX_PATH_BYTES, Limits, Table, member_parts, refuse
+from .checks import MAX_PATH_BYTES, Limits, Table, damaged, member_parts, refuse
 from .marker import MARKER_NAME
 from .writer import COPY_BLOCK, Dirs, WriteFailed, copy_stream, file_mode, finish_links, link_or_copy
+from .zipwrite import write_zip_files, zip_errors
 
 # longest first, so ".tar.gz" wins over ".gz"
 _SUFFIXES = (
@@ -56,12 +57,6 @@ def archive_kind(path: Path) -> tuple[str, str] | None:
 
 
 _READ_ERRORS = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile, OSError)
-
-
-def _damaged(archive: Path, exc: BaseException, where: str = "") -> ArchiveError:
-    at = f" at {where!r}" if where else ""
-    return ArchiveError(f"{archive.name} is damaged{at} ({exc}); nothing was kept. "
-                        "Fetch it again (it may be truncated).")
 
 
 def extract_tar(archive: Path, work: Path, table: Table, limits: Limits, *, quiet: bool) -> None:
@@ -124,9 +119,9 @@ def _read_to_the_end(archive: Path, stream: Any) -> None:
             left -= len(block)
     except gzip.BadGzipFile as exc:
         if not str(exc).startswith("Not a gzipped file"):  # raised only once the stream before was verified
-            raise _damaged(archive, exc) from exc
+            raise damaged(archive, exc) from exc
     except _READ_ERRORS as exc:
-        raise _damaged(archive, exc) from exc
+        raise damaged(archive, exc) from exc
 
 
 def _tar_members(archive: Path, tar: tarfile.TarFile, raw: Any, dirs: Dirs, table: Table,
@@ -138,7 +133,7 @@ def _tar_members(archive: Path, tar: tarfile.TarFile, raw: Any, dirs: Dirs, tabl
         except StopIteration:
             return
         except _READ_ERRORS as exc:
-            raise _damaged(archive, exc) from exc
+            raise damaged(archive, exc) from exc
         name = member.name
         parts = member_parts(archive, name)
         limits.member()
@@ -155,7 +150,7 @@ def _tar_members(archive: Path, tar: tarfile.TarFile, raw: Any, dirs: Dirs, tabl
                 try:
                     copy_stream(_member_data(tar, member), fd, member.size)
                 except _READ_ERRORS as exc:
-                    raise _damaged(archive, exc, name) from exc
+                    raise damaged(archive, exc, name) from exc
                 try:  # tar and tarfile keep mtimes too; a pax mtime is a float
                     os.utime(fd, ns=(int(member.mtime * 10**9),) * 2)
                 except (OverflowError, ValueError, OSError):
@@ -246,7 +241,7 @@ def extract_zip(archive: Path, work: Path, table: Table, limits: Limits, *, quie
     with zf:
         members = zf.infolist()
         plan = []
-        for info in members:  # the central directory first: refuse before writing anything
+        for index, info in enumerate(members):  # the central directory first: refuse before writing anything
             parts = member_parts(archive, info.filename)
             limits.member()
             mode = info.external_attr >> 16
@@ -258,7 +253,7 @@ def extract_zip(archive: Path, work: Path, table: Table, limits: Limits, *, quie
                     continue
                 raise refuse(archive, info.filename, "names the target folder itself or colabkit's marker")
             limits.add(info.file_size)
-            plan.append((info, parts, mode))
+            plan.append((index, info, parts, mode))
         overlapping = _zip_overlaps(members)
         if overlapping is not None:
             raise refuse(archive, overlapping.filename,
@@ -267,9 +262,8 @@ def extract_zip(archive: Path, work: Path, table: Table, limits: Limits, *, quie
         dirs = Dirs(work, archive)
         try:
             with progress(f"extract {archive.name}", total=len(plan), quiet=quiet) as bar:
-                for info, parts, mode in plan:
-                    _zip_member(archive, zf, info, parts, mode, dirs, table)
-                    bar.update(1)
+                files = _zip_layout(archive, zf, plan, dirs, table, bar)
+                write_zip_files(archive, zf, files, dirs, bar)
                 finish_links(archive, dirs, table, limits)
         except WriteFailed as failure:
             raise failure.error from None
@@ -277,29 +271,29 @@ def extract_zip(archive: Path, work: Path, table: Table, limits: Limits, *, quie
             dirs.close()
 
 
-def _zip_member(archive: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, parts: tuple[str, ...],
-                mode: int, dirs: Dirs, table: Table) -> None:
-    name = info.filename
-    if info.is_dir():
-        table.claim(archive, name, parts, "dir")
-        dirs.get(parts, name)
-        return
-    try:
-        if stat.S_ISLNK(mode):  # what unzip makes a link; judged like a tar symlink
+def _zip_layout(archive: Path, zf: zipfile.ZipFile, plan: list[tuple[int, zipfile.ZipInfo, tuple[str, ...], int]],
+                dirs: Dirs, table: Table, bar: Any) -> list[tuple[int, tuple[str, ...], int]]:
+    """Claim every member in order, make the folders, note the links; the regular files to write.
+
+    All of it before the first file is written, so what is refused does not depend on which of the
+    two writing processes (`zipwrite`) gets somewhere first.
+    """
+    files = []
+    for index, info, parts, mode in plan:
+        name = info.filename
+        if info.is_dir():
+            table.claim(archive, name, parts, "dir")
+            dirs.get(parts, name)
+        elif stat.S_ISLNK(mode):  # what unzip makes a link; judged like a tar symlink
             if info.file_size > MAX_PATH_BYTES:
                 raise refuse(archive, name, "is a symbolic link with an overlong target")
-            table.add_link(archive, name, parts, zf.read(info).decode("utf-8", "surrogateescape"))
-            return
-        table.claim(archive, name, parts, "file")
-        table.sizes[parts] = info.file_size
-        fd = dirs.new_file(parts, name, file_mode(mode & 0o7777))
-        try:
-            with zf.open(info) as source:  # the CRC is checked when the member is read to its end
-                copy_stream(source, fd, info.file_size)
-        finally:
-            os.close(fd)
-    except (RuntimeError, NotImplementedError) as exc:  # encrypted, or a compression zipfile lacks
-        raise ArchiveError(f"{archive.name} member {name!r} cannot be read ({exc}). Extract it by hand "
-                           "(e.g. `!unzip` with its password), then use the folder.") from exc
-    except (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError) as exc:  # writes raise WriteFailed
-        raise _damaged(archive, exc, name) from exc
+            with zip_errors(archive, name):
+                text = zf.read(info).decode("utf-8", "surrogateescape")
+            table.add_link(archive, name, parts, text)
+        else:
+            table.claim(archive, name, parts, "file")
+            table.sizes[parts] = info.file_size
+            files.append((index, parts, mode))
+            continue
+        bar.update(1)
+    return files

@@ -42,9 +42,10 @@ class Dirs:
     files together), bounded so that deep or wide archives cannot exhaust fds.
     """
 
-    def __init__(self, root: Path, archive: Path, *, create: bool = True) -> None:
+    def __init__(self, root: Path | int, archive: Path, *, create: bool = True) -> None:
+        """`root` is a folder, or a descriptor of one that this object then owns (a helper process's)."""
         self.archive, self.create = archive, create
-        self.root = os.open(root, _DIR_FLAGS)
+        self.root = root if isinstance(root, int) else os.open(root, _DIR_FLAGS)
         self.cache: collections.OrderedDict[tuple[str, ...], int] = collections.OrderedDict()
 
     def get(self, parts: tuple[str, ...], member: str) -> int:

@@ -1,0 +1,151 @@
+"""A big zip is written by two processes: the same files, the same refusals, nothing kept on failure.
+
+The helper is a real second interpreter (colabkit._archive.zipwrite); these tests lower its
+threshold so that small archives use it too, and spy on the processes it starts.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import colabkit
+from colabkit import errors
+from colabkit._archive import zipwrite
+
+from .test_archive_hostile import box_of, snapshot, world  # noqa: F401  (world is a fixture)
+
+
+@pytest.fixture
+def started(monkeypatch):
+    """The helper processes extract starts (real ones), recorded."""
+    processes = []
+    real = subprocess.Popen
+
+    def spy(*args, **kwargs):
+        process = real(*args, **kwargs)
+        processes.append(process)
+        return process
+
+    monkeypatch.setattr(zipwrite.subprocess, "Popen", spy)
+    return processes
+
+
+@pytest.fixture
+def always(monkeypatch, started):
+    """Every zip of two or more files gets a helper."""
+    monkeypatch.setattr(zipwrite, "_HELPER_MIN_S", 0.0)
+    return started
+
+
+@pytest.fixture
+def box(tmp_path):
+    folder = tmp_path / "box"  # tmp_path also holds the isolated VM's folders
+    folder.mkdir()
+    return folder
+
+
+def left_in(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if not p.name.endswith((".lock", ".pid")))
+
+
+def files_of(count: int) -> dict[str, bytes]:
+    return {f"data/part{i % 7}/item{i:05d}.txt": f"row {i}\n".encode() * (1 + i % 5) for i in range(count)}
+
+
+def make_zip(path: Path, files: dict[str, bytes], *, stored: bool = False, modes: dict[str, int] | None = None) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files.items():
+            info = zipfile.ZipInfo(name)
+            info.compress_type = zf.compression
+            info.external_attr = ((modes or {}).get(name, 0o644) | stat.S_IFREG) << 16
+            zf.writestr(info, data)
+    return path
+
+
+def contents(folder: Path) -> dict[str, tuple[bytes, int]]:
+    return {p.relative_to(folder).as_posix(): (p.read_bytes(), stat.S_IMODE(p.stat().st_mode))
+            for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".colabkit")}
+
+
+def test_a_big_zip_gets_one_helper_and_the_same_files_as_one_process(tmp_path, monkeypatch, started):
+    files = files_of(12_000)  # above the threshold as it ships (an estimated 0.5 s of work)
+    files["data/run.sh"] = b"#!/bin/sh\necho hi\n"
+    archive = make_zip(tmp_path / "big.zip", files, modes={"data/run.sh": 0o755})
+    split = colabkit.extract(archive, to=tmp_path / "split", quiet=True)
+    assert len(started) == 1 and started[0].returncode == 0
+    monkeypatch.setattr(zipwrite, "_HELPER_MIN_S", float("inf"))
+    alone = colabkit.extract(archive, to=tmp_path / "alone", quiet=True)
+    assert len(started) == 1
+    got = contents(split)
+    assert got == contents(alone)
+    assert {name: data for name, (data, _) in got.items()} == {k[len("data/"):]: v for k, v in files.items()}
+    assert got["run.sh"][1] == 0o755
+
+
+def test_a_small_zip_is_written_by_this_process_alone(tmp_path, started):
+    archive = make_zip(tmp_path / "small.zip", files_of(50))
+    folder = colabkit.extract(archive, quiet=True)
+    assert len(contents(folder)) == 50
+    assert started == []
+
+
+@pytest.mark.parametrize("where", ["helper", "this process"])
+def test_a_damaged_member_in_either_share_keeps_nothing(box, always, where):
+    files = {f"f{i}.txt": f"file {i}\n".encode() for i in range(6)}
+    damaged = "f5.txt" if where == "helper" else "f0.txt"  # the helper takes the last files
+    files[damaged] = b"THE-DAMAGED-MEMBER\n"
+    archive = make_zip(box / "bad.zip", files, stored=True)
+    raw = archive.read_bytes()
+    assert raw.count(b"THE-DAMAGED-MEMBER") == 1
+    archive.write_bytes(raw.replace(b"THE-DAMAGED-MEMBER", b"THE-DAMAGED-MEMBEX"))
+    with pytest.raises(errors.ArchiveError, match=rf"damaged at '{damaged}'.*Fetch it again"):
+        colabkit.extract(archive, quiet=True)
+    assert left_in(box) == ["bad.zip"]
+    assert len(always) == 1 and always[0].returncode is not None  # waited for (or stopped), never left running
+
+
+def test_a_helper_that_dies_is_an_error_and_the_next_run_works(box, monkeypatch, always):
+    archive = make_zip(box / "data.zip", files_of(40))
+    monkeypatch.setattr(zipwrite, "_BOOT", "import os; os._exit(3)")
+    with pytest.raises(errors.ArchiveError, match=r"helper process .* stopped \(exit status 3.*Extract again"):
+        colabkit.extract(archive, quiet=True)
+    assert left_in(box) == ["data.zip"]
+    monkeypatch.undo()
+    assert len(contents(colabkit.extract(archive, quiet=True))) == 40
+
+
+@pytest.mark.parametrize("executable", ["", "/nonexistent/python3"])
+def test_without_a_usable_interpreter_this_process_writes_everything(tmp_path, monkeypatch, always, executable):
+    monkeypatch.setattr(zipwrite.sys, "executable", executable)
+    archive = make_zip(tmp_path / "data.zip", files_of(40))
+    got = contents(colabkit.extract(archive, quiet=True))
+    assert {k: v for k, (v, _) in got.items()} == {k[len("data/"):]: v for k, v in files_of(40).items()}
+
+
+def test_an_archive_replaced_after_it_was_judged_gets_no_helper(tmp_path):
+    judged = make_zip(tmp_path / "a.zip", files_of(5))
+    other = make_zip(tmp_path / "b.zip", files_of(6))
+    with zipfile.ZipFile(judged) as zf:
+        assert zipwrite._Helper.start(other, zf, None, []) is None  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("members,reason", [
+    (["a", "a/b"], "lies under a path that another member made a file"),
+    (["a/b", "a"], "is a file or link where other members make a folder"),
+])
+def test_a_file_and_a_folder_of_one_name_are_refused_before_any_write(world, always, members, reason):  # noqa: F811
+    box = box_of(world)
+    files = {f"pad{i}.txt": b"pad\n" for i in range(4)}
+    files.update({name: b"clash\n" for name in members})
+    archive = make_zip(box / "clash.zip", files)
+    before = snapshot(world)
+    with pytest.raises(errors.UnsafeArchiveError, match=reason):
+        colabkit.extract(archive, quiet=True)
+    assert snapshot(world) == before
+    assert always == []  # decided from the member table: no process was started

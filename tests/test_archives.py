@@ -5,6 +5,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import io
+import lzma
 import os
 import re
 import signal
@@ -14,6 +15,7 @@ import tarfile
 import textwrap
 import time
 import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -449,3 +451,77 @@ def test_pax_archives_with_fractional_mtimes_extract(box):
     folder = colabkit.extract(made_by_tar, to=box / "out", quiet=True)
     assert (folder / "a.txt").read_text() == "pax\n"
     assert abs((folder / "a.txt").stat().st_mtime_ns - 1_700_000_000_123_456_789) < 10**4
+
+
+@pytest.mark.parametrize("kind", [tarfile.XHDTYPE, tarfile.GNUTYPE_LONGNAME])
+def test_a_header_declaring_gigabytes_is_refused_unread(tmp_path, box, monkeypatch, kind):
+    """tarfile reads a pax or long-name header whole, at its declared size: 2 MB of tar.gz took 6 GB."""
+    from colabkit._archive import members
+
+    header = tarfile.TarInfo("././@LongLink" if kind == tarfile.GNUTYPE_LONGNAME else "././@PaxHeader")
+    header.type, header.size = kind, 4 << 30
+    squeeze = zlib.compressobj(6, zlib.DEFLATED, 31)
+    body = [squeeze.compress(header.tobuf(format=tarfile.USTAR_FORMAT))]
+    body += [squeeze.compress(bytes(1 << 20)) for _ in range(64)]  # a real bomb would go on to 4 GiB
+    (box / "bomb.tar.gz").write_bytes(b"".join(body) + squeeze.flush())
+    read = []
+
+    class Counting(members.gzip.GzipFile):
+        def read1(self, size=-1):
+            data = super().read1(size)
+            read.append(len(data))
+            return data
+
+    monkeypatch.setattr(members.gzip, "GzipFile", Counting)
+    around = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and not LOCK_FILE.match(p.name)}
+    with pytest.raises(errors.ArchiveTooLargeError, match="declares 4,294,967,296 bytes.*source you trust"):
+        colabkit.extract(box / "bomb.tar.gz", quiet=True)
+    assert sum(read) <= 1 << 20  # only the first block, never the declared gigabytes
+    assert names(box) == ["bomb.tar.gz"]
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and not LOCK_FILE.match(p.name)} == around
+
+
+def test_the_forward_reader_returns_what_a_file_would(monkeypatch):
+    """Reads and forward seeks across many block edges give the bytes a plain file gives."""
+    import random
+
+    from colabkit._archive import tarstream
+
+    monkeypatch.setattr(tarstream, "BLOCK", 7)
+    data = os.urandom(5000)
+    plain, raw = io.BytesIO(data), io.BytesIO(data)
+    reader = tarstream.Forward(io.BufferedReader(raw, buffer_size=7), raw, Path("x.tar"))
+    rng = random.Random(4)
+    while plain.tell() < len(data):
+        if rng.random() < 0.3:
+            to = plain.tell() + rng.randrange(0, 40)
+            assert reader.seek(to) == plain.seek(to)
+        size = rng.randrange(0, 60)
+        assert reader.read(size) == plain.read(size)
+        assert reader.tell() == plain.tell()
+        assert reader.compressed <= plain.tell()  # a lower bound: the ratio cap stays strict
+    assert reader.read(10) == b""
+    with pytest.raises(OSError, match="cannot seek back"):
+        reader.seek(0)
+
+
+def test_an_lzma_alone_tar_is_read_by_tarfile_itself(box):
+    """No gzip/bzip2/xz magic and no tar header: tarfile's own detection (here: legacy .lzma)."""
+    plain = make_tar(box / "plain.tar", FILES).read_bytes()
+    (box / "plain.tar").unlink()
+    (box / "data.tar.lzma").write_bytes(lzma.compress(plain, format=lzma.FORMAT_ALONE))
+    check_files(colabkit.extract(box / "data.tar.lzma", quiet=True))
+
+
+def test_the_ratio_cap_counts_hard_links_against_the_bytes_read_so_far(box):
+    """5,000 hard links to one 2 MiB file claim 10 GiB from ~100 KB of tar.gz; random padding
+    after them must not count (a reader that runs 10 MiB ahead let this through)."""
+    archive = box / "links.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        file_member("big.bin", bytes(2 << 20))(tf)
+        for i in range(5000):
+            hardlink(f"l/{i}", "big.bin")(tf)
+        file_member("pad.bin", os.urandom(10 << 20))(tf)
+    with pytest.raises(errors.ArchiveTooLargeError, match="max_ratio"):
+        colabkit.extract(archive, quiet=True)
+    assert names(box) == ["links.tar.gz"]

@@ -28,6 +28,7 @@ from ..errors import ArchiveError, UnsafeArchiveError
 from . import checks
 from .checks import MAX_PATH_BYTES, Limits, Table, damaged, member_parts, refuse
 from .marker import MARKER_NAME
+from .tarstream import Forward
 from .writer import COPY_BLOCK, Dirs, WriteFailed, copy_stream, file_mode, finish_links, link_or_copy
 from .zipwrite import write_zip_files, zip_errors
 
@@ -63,16 +64,16 @@ def extract_tar(archive: Path, work: Path, table: Table, limits: Limits, *, quie
     """Write a tar archive's members into `work`, each judged first; links last."""
     with open(archive, "rb") as raw, _decompressed(raw) as stream:
         try:
-            # one pass, in order, over a known compression; anything else as tarfile tells it
-            tar = (tarfile.open(fileobj=stream, mode="r|") if stream is not None
-                   else tarfile.open(fileobj=raw, mode="r:*"))
-        except _READ_ERRORS as exc:
+            tar, source = _open_tar(archive, raw, stream)
+        except tarfile.TarError as exc:
             raise ArchiveError(f"{archive.name} cannot be read as a tar archive ({exc}). "
                                "Fetch it again (it may be truncated), or check its format.") from exc
+        except _READ_ERRORS as exc:  # the decompressor's own: the first block is corrupt or cut short
+            raise damaged(archive, exc) from exc
         dirs = Dirs(work, archive)
         try:
             with tar, progress(f"extract {archive.name}", quiet=quiet) as bar:
-                _tar_members(archive, tar, raw, dirs, table, limits, bar)
+                _tar_members(archive, tar, source, dirs, table, limits, bar)
                 if stream is not None:
                     _read_to_the_end(archive, stream)
                 finish_links(archive, dirs, table, limits)
@@ -80,6 +81,22 @@ def extract_tar(archive: Path, work: Path, table: Table, limits: Limits, *, quie
             raise failure.error from None
         finally:
             dirs.close()
+
+
+def _open_tar(archive: Path, raw: Any, stream: Any) -> tuple[tarfile.TarFile, Any]:
+    """tarfile over a `Forward` reader (one pass, each read capped), and what to take positions from.
+
+    Without a gzip/bzip2/xz magic and without a tar header (an lzma-alone .tar.lzma), tarfile's
+    own detection gets the file.
+    """
+    reader = Forward(raw if stream is None else stream, raw, archive)
+    try:
+        return tarfile.open(fileobj=reader, mode="r:"), reader
+    except tarfile.ReadError:
+        if stream is not None:
+            raise
+    raw.seek(0)
+    return tarfile.open(fileobj=raw, mode="r:*"), raw
 
 
 @contextlib.contextmanager
@@ -124,7 +141,7 @@ def _read_to_the_end(archive: Path, stream: Any) -> None:
         raise damaged(archive, exc) from exc
 
 
-def _tar_members(archive: Path, tar: tarfile.TarFile, raw: Any, dirs: Dirs, table: Table,
+def _tar_members(archive: Path, tar: tarfile.TarFile, source: Any, dirs: Dirs, table: Table,
                  limits: Limits, bar: Any) -> None:
     members = iter(tar)
     while True:
@@ -171,7 +188,7 @@ def _tar_members(archive: Path, tar: tarfile.TarFile, raw: Any, dirs: Dirs, tabl
         else:
             raise refuse(archive, name, "is not a regular file, folder or link")
         if limits.size > checks.RATIO_FLOOR:  # tell() is not free; the ratio cap starts at the floor anyway
-            limits.ratio(raw.tell())
+            limits.ratio(source.compressed if isinstance(source, Forward) else source.tell())
         bar.update(1)
 
 

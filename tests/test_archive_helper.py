@@ -7,8 +7,12 @@ threshold so that small archives use it too, and spy on the processes it starts.
 from __future__ import annotations
 
 import os
+import signal
 import stat
 import subprocess
+import sys
+import textwrap
+import time
 import zipfile
 from pathlib import Path
 
@@ -110,14 +114,37 @@ def test_a_damaged_member_in_either_share_keeps_nothing(box, always, where):
     assert len(always) == 1 and always[0].returncode is not None  # waited for (or stopped), never left running
 
 
-def test_a_helper_that_dies_is_an_error_and_the_next_run_works(box, monkeypatch, always):
+def test_a_helper_that_cannot_start_leaves_its_part_to_this_process(box, monkeypatch, always):
     archive = make_zip(box / "data.zip", files_of(40))
-    monkeypatch.setattr(zipwrite, "_BOOT", "import os; os._exit(3)")
-    with pytest.raises(errors.ArchiveError, match=r"helper process .* stopped \(exit status 3.*Extract again"):
-        colabkit.extract(archive, quiet=True)
-    assert left_in(box) == ["data.zip"]
-    monkeypatch.undo()
-    assert len(contents(colabkit.extract(archive, quiet=True))) == 40
+    monkeypatch.setattr(zipwrite, "_BOOT", "import os; os._exit(3)")  # an import failed, say
+    got = contents(colabkit.extract(archive, quiet=True))
+    assert {k: v for k, (v, _) in got.items()} == {k[len("data/"):]: v for k, v in files_of(40).items()}
+    assert [process.returncode for process in always] == [3]
+
+
+# the real helper, killed (as by the out-of-memory killer) after it wrote two files of its part
+_DIES_MIDWAY = textwrap.dedent("""
+    import os, sys
+    sys.path.append(sys.argv[1])
+    from colabkit._archive import zipwrite
+    real, done = zipwrite.write_zip_file, []
+    def dying(*args):
+        if len(done) == 2:
+            os._exit(9)
+        done.append(real(*args))
+    zipwrite.write_zip_file = dying
+    zipwrite.main()
+""")
+
+
+def test_a_helper_killed_midway_leaves_its_part_to_this_process(box, monkeypatch, always):
+    files = {f"f{i:02d}.bin": os.urandom(3000) for i in range(30)}
+    archive = make_zip(box / "data.zip", files)
+    monkeypatch.setattr(zipwrite, "_BOOT", _DIES_MIDWAY)
+    monkeypatch.setattr(zipwrite, "_START_S", 0.0)  # an even split: the helper gets 15 files
+    got = contents(colabkit.extract(archive, quiet=True))
+    assert {k: v for k, (v, _) in got.items()} == files
+    assert [process.returncode for process in always] == [9]
 
 
 @pytest.mark.parametrize("executable", ["", "/nonexistent/python3"])
@@ -126,6 +153,14 @@ def test_without_a_usable_interpreter_this_process_writes_everything(tmp_path, m
     archive = make_zip(tmp_path / "data.zip", files_of(40))
     got = contents(colabkit.extract(archive, quiet=True))
     assert {k: v for k, (v, _) in got.items()} == {k[len("data/"):]: v for k, v in files_of(40).items()}
+
+
+def test_a_frozen_app_starts_no_helper(box, monkeypatch, always):
+    """In a frozen app sys.executable is the app itself, which must not be run as a Python."""
+    monkeypatch.setattr(zipwrite.sys, "frozen", True, raising=False)
+    archive = make_zip(box / "data.zip", files_of(40))
+    assert len(contents(colabkit.extract(archive, quiet=True))) == 40
+    assert always == []
 
 
 def test_an_archive_replaced_after_it_was_judged_gets_no_helper(tmp_path):
@@ -149,3 +184,68 @@ def test_a_file_and_a_folder_of_one_name_are_refused_before_any_write(world, alw
         colabkit.extract(archive, quiet=True)
     assert snapshot(world) == before
     assert always == []  # decided from the member table: no process was started
+
+
+_EXTRACT = textwrap.dedent("""
+    import sys
+    import colabkit
+    from colabkit._archive import zipwrite
+    zipwrite._HELPER_MIN_S, zipwrite._START_S, zipwrite._BOOT = 0.0, 0.0, sys.argv[3]
+    colabkit.extract(sys.argv[1], to=sys.argv[2], quiet=True)
+""")
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"  # exited, not reaped
+    except FileNotFoundError:
+        return True
+
+
+def _wait_for(check, seconds: float = 15.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return check()
+
+
+def _run_until_the_helper_starts(box: Path, boot: str) -> tuple[subprocess.Popen, int]:
+    archive = make_zip(box / "data.zip", files_of(400))
+    process = subprocess.Popen([sys.executable, "-c", _EXTRACT, str(archive), str(box / "out"), boot],
+                               stderr=subprocess.PIPE, text=True)
+    assert _wait_for(lambda: (box / "helper.pid").exists() and (box / "helper.pid").read_text())
+    return process, int((box / "helper.pid").read_text())
+
+
+def test_ctrl_c_while_waiting_for_the_helper_stops_it_and_keeps_nothing(box):
+    boot = f"import os, time; open({str(box / 'helper.pid')!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    process, helper = _run_until_the_helper_starts(box, boot)
+    time.sleep(0.5)  # this process's part is written; it waits for the helper now
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=30) != 0
+    assert "KeyboardInterrupt" in process.stderr.read()
+    assert _wait_for(lambda: _gone(helper), 5)
+    assert left_in(box) == ["data.zip"]  # no target, no work folder (helper.pid is filtered as a lock)
+
+
+def test_a_helper_whose_parent_is_killed_stops(box):
+    boot = textwrap.dedent(f"""
+        import os, sys, time
+        open({str(box / 'helper.pid')!r}, "w").write(str(os.getpid()))
+        sys.path.append(sys.argv[1])
+        from colabkit._archive import zipwrite
+        real = zipwrite.write_zip_file
+        def slow(*args):
+            time.sleep(0.05)  # 200 files: 10 s
+            real(*args)
+        zipwrite.write_zip_file = slow
+        zipwrite.main()
+    """)
+    process, helper = _run_until_the_helper_starts(box, boot)
+    time.sleep(0.5)
+    assert not _gone(helper)
+    process.kill()  # a runtime restart, the out-of-memory killer
+    process.wait(timeout=30)
+    assert _wait_for(lambda: _gone(helper), 5)  # within a file or two, not after all 200

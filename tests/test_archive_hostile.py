@@ -228,6 +228,10 @@ def overlong_path(tf, target):
     add_file(tf, "/".join(["d" * 200] * 25) + "/f.txt")
 
 
+def too_deep(tf, target):
+    add_file(tf, "a/" * 300 + "f.txt")  # 600 bytes: short, but every folder's full path would be kept
+
+
 def symlink_loop(tf, target):
     add_symlink(tf, "a", "b")
     add_symlink(tf, "b", "a")
@@ -264,6 +268,7 @@ HOSTILE = {
     "bidi-override-name": (bidi_name, "unsafe name part"),
     "newline-name": (control_name, "unsafe name part"),
     "path-over-PATH_MAX": (overlong_path, "longer than"),
+    "nested-300-deep": (too_deep, "more than 256 folders deep"),
     "symlink-loop": (symlink_loop, "loop"),
     "unknown-member-type": (socket_like, "not a regular file"),
 }

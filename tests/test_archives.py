@@ -453,32 +453,86 @@ def test_pax_archives_with_fractional_mtimes_extract(box):
     assert abs((folder / "a.txt").stat().st_mtime_ns - 1_700_000_000_123_456_789) < 10**4
 
 
-@pytest.mark.parametrize("kind", [tarfile.XHDTYPE, tarfile.GNUTYPE_LONGNAME])
-def test_a_header_declaring_gigabytes_is_refused_unread(tmp_path, box, monkeypatch, kind):
+def _squeezed(kind: str, data: list[bytes]) -> bytes:
+    """`data` as one archive file: plain, gzip, bzip2 (after an empty first stream), xz or lzma-alone."""
+    if kind == "plain":
+        return b"".join(data)
+    if kind == "gz":
+        squeeze = zlib.compressobj(6, zlib.DEFLATED, 31)
+        return b"".join(squeeze.compress(d) for d in data) + squeeze.flush()
+    if kind == "bz2-empty-first":
+        squeeze = bz2.BZ2Compressor()
+        return bz2.compress(b"") + b"".join(squeeze.compress(d) for d in data) + squeeze.flush()
+    squeeze = lzma.LZMACompressor(format=lzma.FORMAT_XZ if kind == "xz" else lzma.FORMAT_ALONE)
+    return b"".join(squeeze.compress(d) for d in data) + squeeze.flush()
+
+
+@pytest.mark.parametrize("kind", ["plain", "gz", "bz2-empty-first", "xz", "lzma-alone"])
+@pytest.mark.parametrize("header", [tarfile.XHDTYPE, tarfile.GNUTYPE_LONGNAME])
+def test_a_header_declaring_gigabytes_is_refused_unread(tmp_path, box, kind, header):
     """tarfile reads a pax or long-name header whole, at its declared size: 2 MB of tar.gz took 6 GB."""
-    from colabkit._archive import members
+    import tracemalloc
 
-    header = tarfile.TarInfo("././@LongLink" if kind == tarfile.GNUTYPE_LONGNAME else "././@PaxHeader")
-    header.type, header.size = kind, 4 << 30
-    squeeze = zlib.compressobj(6, zlib.DEFLATED, 31)
-    body = [squeeze.compress(header.tobuf(format=tarfile.USTAR_FORMAT))]
-    body += [squeeze.compress(bytes(1 << 20)) for _ in range(64)]  # a real bomb would go on to 4 GiB
-    (box / "bomb.tar.gz").write_bytes(b"".join(body) + squeeze.flush())
-    read = []
-
-    class Counting(members.gzip.GzipFile):
-        def read1(self, size=-1):
-            data = super().read1(size)
-            read.append(len(data))
-            return data
-
-    monkeypatch.setattr(members.gzip, "GzipFile", Counting)
+    info = tarfile.TarInfo("././@LongLink" if header == tarfile.GNUTYPE_LONGNAME else "././@PaxHeader")
+    info.type, info.size = header, 4 << 30
+    body = [info.tobuf(format=tarfile.USTAR_FORMAT)] + [bytes(1 << 20)] * 64  # a real bomb goes on to 4 GiB
+    name = {"plain": "bomb.tar", "gz": "bomb.tar.gz", "bz2-empty-first": "bomb.tar.bz2", "xz": "bomb.tar.xz",
+            "lzma-alone": "bomb.tar"}[kind]  # lzma-alone under a plain name: told by trying
+    (box / name).write_bytes(_squeezed(kind, body))
     around = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and not LOCK_FILE.match(p.name)}
-    with pytest.raises(errors.ArchiveTooLargeError, match="declares 4,294,967,296 bytes.*source you trust"):
-        colabkit.extract(box / "bomb.tar.gz", quiet=True)
-    assert sum(read) <= 1 << 20  # only the first block, never the declared gigabytes
-    assert names(box) == ["bomb.tar.gz"]
+    tracemalloc.start()
+    try:
+        with pytest.raises(errors.ArchiveTooLargeError, match="declares 4,294,967,296 bytes.*source you trust"):
+            colabkit.extract(box / name, quiet=True)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 24 << 20  # never the declared gigabytes, nor the 64 MiB after (xz holds an 8 MiB dictionary)
+    assert names(box) == [name]
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and not LOCK_FILE.match(p.name)} == around
+
+
+def _pax_record(key: str, value: str) -> bytes:
+    body = f" {key}={value}\n".encode()
+    size = len(body) + 1
+    while len(str(size)) + len(body) != size:
+        size = len(str(size)) + len(body)
+    return str(size).encode() + body
+
+
+def test_many_large_pax_headers_extract_in_bounded_memory(box):
+    """Each header under the cap; tarfile kept every member (and its headers) until the end."""
+    import tracemalloc
+
+    archive = box / "pax.tar.gz"
+    with tarfile.open(archive, "w:gz", format=tarfile.PAX_FORMAT) as tf:
+        for i in range(24):
+            info = tarfile.TarInfo(f"f{i}.txt")
+            info.pax_headers = {"comment": "c" * 900_000}
+            info.size = 3
+            tf.addfile(info, io.BytesIO(b"hi\n"))
+    tracemalloc.start()
+    try:
+        folder = colabkit.extract(archive, quiet=True)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert sorted(p.name for p in folder.iterdir() if p.suffix == ".txt") == sorted(f"f{i}.txt" for i in range(24))
+    assert peak < 16 << 20  # a few headers' worth, not 24 of them (about 45 MB kept before)
+
+
+def test_global_pax_headers_past_the_cap_are_refused(box):
+    archive = box / "global.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        for key in ("a", "b"):  # each one under the cap; together they pass it, and tarfile keeps them all
+            data = _pax_record(f"colabkit.{key}", key * 700_000)
+            info = tarfile.TarInfo("././@PaxHeader")
+            info.type, info.size = tarfile.XGLTYPE, len(data)
+            tf.addfile(info, io.BytesIO(data))
+            file_member(f"{key}.txt", b"x")(tf)
+    with pytest.raises(errors.ArchiveTooLargeError, match="global pax headers"):
+        colabkit.extract(archive, quiet=True)
+    assert names(box) == ["global.tar.gz"]
 
 
 def test_the_forward_reader_returns_what_a_file_would(monkeypatch):
@@ -491,6 +545,7 @@ def test_the_forward_reader_returns_what_a_file_would(monkeypatch):
     data = os.urandom(5000)
     plain, raw = io.BytesIO(data), io.BytesIO(data)
     reader = tarstream.Forward(io.BufferedReader(raw, buffer_size=7), raw, Path("x.tar"))
+    reader.got_member()
     rng = random.Random(4)
     while plain.tell() < len(data):
         if rng.random() < 0.3:
@@ -499,10 +554,28 @@ def test_the_forward_reader_returns_what_a_file_would(monkeypatch):
         size = rng.randrange(0, 60)
         assert reader.read(size) == plain.read(size)
         assert reader.tell() == plain.tell()
-        assert reader.compressed <= plain.tell()  # a lower bound: the ratio cap stays strict
     assert reader.read(10) == b""
-    with pytest.raises(OSError, match="cannot seek back"):
-        reader.seek(0)
+
+
+def test_the_forward_reader_never_goes_back_nor_reads_past_the_header_cap(monkeypatch):
+    from colabkit._archive import tarstream
+
+    data = bytes(range(256)) * 64
+    raw = io.BytesIO(data)
+    reader = tarstream.Forward(io.BufferedReader(raw), raw, Path("x.tar.gz"))
+    reader.got_member()
+    assert reader.read(100) == data[:100]
+    with pytest.raises(OSError, match="go back from byte 100 to 99"):  # inside the block it holds, too
+        reader.seek(99)
+    with pytest.raises(OSError, match="to its end"):
+        reader.read(-1)
+    monkeypatch.setattr(tarstream, "HEADER_MAX", 1000)
+    reader.expect_header()
+    assert reader.read(600) == data[100:700]
+    with pytest.raises(errors.ArchiveTooLargeError, match="declares 600 bytes"):
+        reader.read(600)  # 1,200 header bytes before one member
+    reader.got_member()
+    assert reader.read(4000) == data[700:4700]  # a member's data is not header
 
 
 def test_an_lzma_alone_tar_is_read_by_tarfile_itself(box):
@@ -525,3 +598,28 @@ def test_the_ratio_cap_counts_hard_links_against_the_bytes_read_so_far(box):
     with pytest.raises(errors.ArchiveTooLargeError, match="max_ratio"):
         colabkit.extract(archive, quiet=True)
     assert names(box) == ["links.tar.gz"]
+
+
+def test_a_member_of_negative_size_cannot_send_the_reader_back(box):
+    """An old-GNU sparse member of size -1024 (base-256) points tarfile back into a.txt's data,
+    where a forged header hides (CVE-2025-8194's shape); GNU tar refuses it too."""
+
+    def checksummed(header: bytearray) -> bytes:
+        header[148:156] = b" " * 8
+        header[148:156] = b"%06o\0 " % sum(header)
+        return bytes(header)
+
+    hidden = tarfile.TarInfo("hidden.txt")
+    hidden.size = 512
+    first = tarfile.TarInfo("a.txt")
+    first.size = 512
+    sparse = bytearray(tarfile.TarInfo("s.bin").tobuf(format=tarfile.GNU_FORMAT))
+    sparse[156:157] = b"S"
+    sparse[124:136] = b"\xff" + (-1024 % 256**11).to_bytes(11, "big")
+    sparse[483:495] = b"%011o\0" % 0
+    tar = first.tobuf(format=tarfile.GNU_FORMAT) + hidden.tobuf(format=tarfile.GNU_FORMAT) \
+        + checksummed(sparse) + bytes(1024)
+    (box / "back.tar.gz").write_bytes(gzip.compress(tar))
+    with pytest.raises(errors.ArchiveError):
+        colabkit.extract(box / "back.tar.gz", quiet=True)
+    assert names(box) == ["back.tar.gz"]

@@ -13,6 +13,7 @@ compression ratio are capped against bombs (`Limits`).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from .._fsio import unsafe_name_reason
 from .._validate import check_count, check_size
@@ -23,6 +24,7 @@ DEFAULT_MAX_MEMBERS = 2_000_000
 DEFAULT_MAX_RATIO = 10_000  # uncompressed / archive bytes; deflate never passes ~1032:1, bzip2 and xz of zeros do
 RATIO_FLOOR = 256 * 2**20  # the ratio cap applies only past this many uncompressed bytes
 MAX_PATH_BYTES = 4000  # a member path (and a link text) stays below PATH_MAX, so cleanup can reach it
+MAX_DEPTH = 256  # folders in one member path: each costs its full path in the table and the marker
 _MAX_LINK_HOPS = 40  # what Linux allows in one path resolution (MAXSYMLINKS)
 _IGNORED_TOP = frozenset({"__MACOSX"})  # macOS Finder's resource forks beside the one real folder
 
@@ -101,7 +103,8 @@ def member_parts(archive: Path, name: str) -> tuple[str, ...]:
     if name.isascii() and name.isprintable() and "\\" not in name and len(name) <= MAX_PATH_BYTES \
             and name[:1] != "/" and name[1:2] != ":":
         parts = name.split("/")
-        if "" not in parts and "." not in parts and ".." not in parts and max(map(len, parts)) <= 255:
+        if "" not in parts and "." not in parts and ".." not in parts and max(map(len, parts)) <= 255 \
+                and len(parts) <= MAX_DEPTH:
             return tuple(parts)
     if "\x00" in name:
         raise refuse(archive, name, "contains a NUL character")
@@ -111,6 +114,8 @@ def member_parts(archive: Path, name: str) -> tuple[str, ...]:
     if text.startswith("/") or (len(text) > 1 and text[1] == ":" and text[0].isalpha()):
         raise refuse(archive, name, "has an absolute path")
     parts = tuple(part for part in text.split("/") if part not in ("", "."))
+    if len(parts) > MAX_DEPTH:  # 2,000 deep took 1 GB for 40 members (every folder's full path is kept)
+        raise refuse(archive, name, f"is nested more than {MAX_DEPTH} folders deep")
     for part in parts:
         if part == "..":
             raise refuse(archive, name, "contains '..' and would land outside the target")
@@ -129,23 +134,27 @@ class Table:
         self.sizes: dict[tuple[str, ...], int] = {}
         self.links: dict[tuple[str, ...], str] = {}  # parts -> link text ('/'-separated, relative)
         self.pending: list[tuple[str, tuple[str, ...], str]] = []  # (member name, parts, link text)
-        self.parents: set[tuple[str, ...]] = set()  # every folder some member lies under
+        self.tree: list[Any] = [None, {}]  # [kind, or None where only implied, {name: node}] of every path
 
     def claim(self, archive: Path, name: str, parts: tuple[str, ...], kind: str) -> None:
-        if self.links:  # a member under a link would be written through it (CVE-2025-4517's shape)
-            for end in range(1, len(parts)):
-                if parts[:end] in self.links:
-                    raise refuse(archive, name, f"lies under the symbolic link {'/'.join(parts[:end])!r}")
-        previous = self.kinds.get(parts)
-        if previous is not None and not (previous == kind == "dir"):
-            raise refuse(archive, name, "appears twice in the archive")
-        # decided here, not by which write comes first: a zip's files are written by two processes
-        if kind != "dir" and parts in self.parents:
-            raise refuse(archive, name, "is a file or link where other members make a folder")
-        for end in range(1, len(parts)):
-            if self.kinds.get(parts[:end], "dir") != "dir":
+        # decided here, not by which write comes first (a zip's files are written by two processes);
+        # a walk down the trie, so a path 2,000 folders deep costs 2,000 steps, not 2,000 prefixes
+        node = self.tree
+        for depth, part in enumerate(parts[:-1]):
+            child = node[1].get(part)
+            if child is None:
+                child = node[1][part] = [None, {}]
+            elif child[0] == "link":  # it would be written through the link (CVE-2025-4517's shape)
+                raise refuse(archive, name, f"lies under the symbolic link {'/'.join(parts[:depth + 1])!r}")
+            elif child[0] == "file":
                 raise refuse(archive, name, "lies under a path that another member made a file")
-        self.parents.update(parts[:end] for end in range(1, len(parts)))
+            node = child
+        leaf = node[1].setdefault(parts[-1], [None, {}])
+        if leaf[0] is not None and not (leaf[0] == kind == "dir"):
+            raise refuse(archive, name, "appears twice in the archive")
+        if kind != "dir" and leaf[1]:
+            raise refuse(archive, name, "is a file or link where other members make a folder")
+        leaf[0] = kind
         self.kinds[parts] = kind
 
     def add_link(self, archive: Path, name: str, parts: tuple[str, ...], text: str) -> None:

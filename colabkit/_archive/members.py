@@ -19,16 +19,14 @@ import stat
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from .._progress import progress
-from ..errors import ArchiveError, UnsafeArchiveError
-from . import checks
+from ..errors import ArchiveError, ArchiveTooLargeError, UnsafeArchiveError
 from .checks import MAX_PATH_BYTES, Limits, Table, damaged, member_parts, refuse
 from .marker import MARKER_NAME
-from .tarstream import Forward
+from .tarstream import HEADER_MAX, Forward
 from .writer import COPY_BLOCK, Dirs, WriteFailed, copy_stream, file_mode, finish_links, link_or_copy
 from .zipwrite import write_zip_files, zip_errors
 
@@ -62,9 +60,9 @@ _READ_ERRORS = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, gzip.Bad
 
 def extract_tar(archive: Path, work: Path, table: Table, limits: Limits, *, quiet: bool) -> None:
     """Write a tar archive's members into `work`, each judged first; links last."""
-    with open(archive, "rb") as raw, _decompressed(raw) as stream:
+    with open(archive, "rb") as raw, contextlib.ExitStack() as opened:
         try:
-            tar, source = _open_tar(archive, raw, stream)
+            tar, reader = _open_tar(archive, raw, opened)
         except tarfile.TarError as exc:
             raise ArchiveError(f"{archive.name} cannot be read as a tar archive ({exc}). "
                                "Fetch it again (it may be truncated), or check its format.") from exc
@@ -73,9 +71,9 @@ def extract_tar(archive: Path, work: Path, table: Table, limits: Limits, *, quie
         dirs = Dirs(work, archive)
         try:
             with tar, progress(f"extract {archive.name}", quiet=quiet) as bar:
-                _tar_members(archive, tar, source, dirs, table, limits, bar)
-                if stream is not None:
-                    _read_to_the_end(archive, stream)
+                _tar_members(archive, tar, reader, dirs, table, limits, bar)
+                if reader.stream is not raw:
+                    _read_to_the_end(archive, reader.stream)
                 finish_links(archive, dirs, table, limits)
         except WriteFailed as failure:
             raise failure.error from None
@@ -83,38 +81,35 @@ def extract_tar(archive: Path, work: Path, table: Table, limits: Limits, *, quie
             dirs.close()
 
 
-def _open_tar(archive: Path, raw: Any, stream: Any) -> tuple[tarfile.TarFile, Any]:
-    """tarfile over a `Forward` reader (one pass, each read capped), and what to take positions from.
+def _open_tar(archive: Path, raw: Any, opened: contextlib.ExitStack) -> tuple[tarfile.TarFile, Forward]:
+    """tarfile (seekable mode) over a `Forward` reader, through the decompressor the magic bytes name.
 
-    Without a gzip/bzip2/xz magic and without a tar header (an lzma-alone .tar.lzma), tarfile's
-    own detection gets the file.
+    gzip, bzip2 and xz are told by their magic; anything else is a plain tar, or else a legacy
+    lzma-alone one (.tar.lzma, which has no magic). Every path goes through `Forward`, whose
+    header cap tarfile's own decompressors would not have.
     """
-    reader = Forward(raw if stream is None else stream, raw, archive)
-    try:
-        return tarfile.open(fileobj=reader, mode="r:"), reader
-    except tarfile.ReadError:
-        if stream is not None:
-            raise
-    raw.seek(0)
-    return tarfile.open(fileobj=raw, mode="r:*"), raw
-
-
-@contextlib.contextmanager
-def _decompressed(raw: Any) -> Iterator[Any]:
-    """The tar stream inside `raw` for gzip, bzip2 and xz (told by their magic bytes), else None."""
     head = raw.read(10)
     raw.seek(0)
     if head.startswith(b"\x1f\x8b\x08"):
-        opened: Any = gzip.GzipFile(fileobj=raw, mode="rb")
-    elif head[:3] == b"BZh" and head[4:10] == b"1AY&SY":
-        opened = bz2.BZ2File(raw)
+        stream: Any = gzip.GzipFile(fileobj=raw, mode="rb")
+    elif re.match(rb"BZh[1-9]", head):  # not the block magic: a first stream may be empty
+        stream = bz2.BZ2File(raw)
     elif head.startswith(b"\xfd7zXZ\x00"):
-        opened = lzma.LZMAFile(raw)
+        stream = lzma.LZMAFile(raw)
     else:
-        yield None
-        return
-    with opened:
-        yield opened
+        try:
+            reader = Forward(raw, raw, archive)
+            return tarfile.open(fileobj=reader, mode="r:"), reader
+        except tarfile.ReadError as not_plain:
+            raw.seek(0)
+            alone = opened.enter_context(lzma.LZMAFile(raw, format=lzma.FORMAT_ALONE))
+            reader = Forward(alone, raw, archive)
+            try:
+                return tarfile.open(fileobj=reader, mode="r:"), reader
+            except (lzma.LZMAError, EOFError, tarfile.ReadError):
+                raise not_plain from None  # neither: tarfile's own reason for the plain reading
+    reader = Forward(opened.enter_context(stream), raw, archive)
+    return tarfile.open(fileobj=reader, mode="r:"), reader
 
 
 _TRAILER_MAX = 16 << 20  # bytes read past the tar's end marker; records pad it by 10 KiB, rarely 1 MiB
@@ -141,16 +136,24 @@ def _read_to_the_end(archive: Path, stream: Any) -> None:
         raise damaged(archive, exc) from exc
 
 
-def _tar_members(archive: Path, tar: tarfile.TarFile, source: Any, dirs: Dirs, table: Table,
+def _tar_members(archive: Path, tar: tarfile.TarFile, reader: Forward, dirs: Dirs, table: Table,
                  limits: Limits, bar: Any) -> None:
-    members = iter(tar)
     while True:
+        reader.expect_header()
         try:
-            member = next(members)
-        except StopIteration:
-            return
+            member = tar.next()
         except _READ_ERRORS as exc:
             raise damaged(archive, exc) from exc
+        reader.got_member()
+        if member is None:
+            return
+        tar.members.clear()  # the table keeps what is needed; 2,000,000 TarInfos took GBs
+        if tar.pax_headers and sum(len(k) + len(v) for k, v in tar.pax_headers.items()) > HEADER_MAX:
+            raise ArchiveTooLargeError(
+                f"{archive.name} has global pax headers of more than {HEADER_MAX >> 20} MiB (a possible "
+                "archive bomb); extraction stopped and nothing was kept. The archive is malformed or "
+                "hostile; get it from a source you trust."
+            )
         name = member.name
         parts = member_parts(archive, name)
         limits.member()
@@ -187,8 +190,7 @@ def _tar_members(archive: Path, tar: tarfile.TarFile, source: Any, dirs: Dirs, t
             raise refuse(archive, name, "is a fifo (named pipe)")
         else:
             raise refuse(archive, name, "is not a regular file, folder or link")
-        if limits.size > checks.RATIO_FLOOR:  # tell() is not free; the ratio cap starts at the floor anyway
-            limits.ratio(source.compressed if isinstance(source, Forward) else source.tell())
+        limits.ratio(reader.compressed)
         bar.update(1)
 
 

@@ -1,12 +1,12 @@
-"""A decompressed tar, read forward in blocks, as tarfile's seekable mode reads a file.
+"""A tar's bytes (decompressed or not), read forward in blocks, as tarfile's seekable mode reads a file.
 
 Why not tarfile's own stream mode ("r|"): it reads a pax or GNU long-name
 header whole, at the size that header declares, so a 2 MB tar.gz declaring a
 2 GiB header (gzip's zeros) took 6 GB of memory before any member was judged,
-enough to kill a Colab runtime. Here every read is capped (`MAX_READ`).
-tarfile ("r:") gets slices of the decompressor's blocks, only ever moving
-forward, which is all a gzip, bzip2 or xz stream can do; that also parses
-about 10 % faster than stream mode's own buffer.
+enough to kill a Colab runtime. Here the headers tarfile reads for one member
+are capped together (`HEADER_MAX`), and it may only move forward, as a
+gzip, bzip2 or xz stream can; tarfile ("r:") gets slices of the
+decompressor's blocks, which also parses about 10 % faster than stream mode.
 """
 
 from __future__ import annotations
@@ -17,21 +17,29 @@ from typing import Any
 from ..errors import ArchiveTooLargeError
 
 BLOCK = 128 << 10  # read1 allocates this much per call; 1 MiB was 6 % slower
-MAX_READ = 16 << 20  # the largest single read: members are copied in COPY_BLOCK (1 MiB) pieces
+HEADER_MAX = 1 << 20  # header bytes before one member (pax, long names, sparse maps); real ones use KiB
 
 
 class Forward:
     """Read-only, forward-only file over `stream`; `compressed` is for the ratio cap.
 
-    `compressed` is `raw.tell()` taken before the block being read was decompressed: never more
-    than the archive bytes behind what has been read, so the ratio cap is as strict as reading
-    without blocks.
+    `compressed` is `raw.tell()` taken before the block being read was decompressed, so it runs
+    no further ahead of what was read than the decompressor's own read-ahead: the ratio cap is as
+    strict as when reading without blocks.
     """
 
     def __init__(self, stream: Any, raw: Any, archive: Path) -> None:
         self.stream, self.raw, self.archive = stream, raw, archive
         self.block, self.start, self.pos = b"", 0, 0
         self.compressed = 0
+        self.headers_from: int | None = 0  # tarfile reads the first header as it opens
+
+    def expect_header(self) -> None:
+        """What tarfile reads from here until `got_member` is header, capped at HEADER_MAX."""
+        self.headers_from = self.pos
+
+    def got_member(self) -> None:
+        self.headers_from = None
 
     def _refill(self) -> bool:
         self.compressed = self.raw.tell()
@@ -44,25 +52,32 @@ class Forward:
         return True
 
     def read(self, size: int = -1) -> bytes:
-        if size < 0 or size > MAX_READ:
+        if size < 0:
+            raise OSError("tarfile asked to read a compressed stream to its end")
+        if self.headers_from is not None and self.pos + size - self.headers_from > HEADER_MAX:
             raise ArchiveTooLargeError(
-                f"{self.archive.name} has a header that declares {size:,} bytes, far past any real one "
-                "(a possible archive bomb); extraction stopped and nothing was kept. The archive is "
-                "malformed or hostile; get it from a source you trust."
+                f"{self.archive.name} has headers of more than {HEADER_MAX >> 20} MiB before one member "
+                f"(one declares {size:,} bytes; a possible archive bomb); extraction stopped and nothing "
+                "was kept. The archive is malformed or hostile; get it from a source you trust."
             )
         while self.pos >= self.start + len(self.block):
             if not self._refill():
                 return b""
         at = self.pos - self.start
         data = self.block[at:at + size]
-        while len(data) < size and self._refill():
-            data += self.block[:size - len(data)]
+        if len(data) < size:
+            pieces = [data]
+            got = len(data)
+            while got < size and self._refill():
+                pieces.append(self.block[:size - got])
+                got += len(pieces[-1])
+            data = b"".join(pieces)
         self.pos += len(data)
         return data
 
     def seek(self, offset: int, whence: int = 0) -> int:
-        if whence != 0 or offset < self.start:  # tarfile only moves on, or back by one byte
-            raise OSError(f"cannot seek back to {offset} in a compressed stream")
+        if whence != 0 or offset < self.pos:  # a member of negative size, or an unsorted sparse map
+            raise OSError(f"the archive asks to go back from byte {self.pos:,} to {offset:,}")
         self.pos = offset
         return offset
 

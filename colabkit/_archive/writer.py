@@ -55,10 +55,20 @@ class Dirs:
         if fd is not None:
             self.cache.move_to_end(parts)
             return fd
-        parent = self.get(parts[:-1], member)
-        name = parts[-1]
+        have = len(parts) - 1  # the deepest folder above that is open already (a loop: paths go 2,000 deep)
+        while have and parts[:have] not in self.cache:
+            have -= 1
+        fd = self.cache[parts[:have]] if have else self.root
+        for end in range(have + 1, len(parts) + 1):
+            fd = self._open_child(fd, parts[end - 1], member)
+            self.cache[parts[:end]] = fd
+            if len(self.cache) > 64:  # the oldest: never the one just opened
+                os.close(self.cache.popitem(last=False)[1])
+        return fd
+
+    def _open_child(self, parent: int, name: str, member: str) -> int:
         try:
-            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+            return os.open(name, _DIR_FLAGS, dir_fd=parent)
         except FileNotFoundError:
             if not self.create:
                 raise
@@ -68,13 +78,9 @@ class Dirs:
                 pass  # made meanwhile; the open below still refuses a link
             except OSError as exc:
                 raise WriteFailed(exc) from exc
-            fd = self._open_existing(name, parent, member)
+            return self._open_existing(name, parent, member)
         except OSError as exc:
             raise self._conflict(exc, member) from exc
-        self.cache[parts] = fd
-        if len(self.cache) > 64:
-            os.close(self.cache.popitem(last=False)[1])
-        return fd
 
     def _open_existing(self, name: str, parent: int, member: str) -> int:
         try:

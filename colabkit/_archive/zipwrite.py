@@ -8,7 +8,9 @@ member, folders are made, links wait for `finish_links`), so the helper only
 writes files whose names were checked, under the same descriptor-relative,
 no-follow rules (`writer.Dirs`). The helper gets the archive and the work
 folder as descriptors this process opened, so a path swapped meanwhile
-cannot redirect it; any error it meets is raised here, as if met here.
+cannot redirect it; an error it meets is raised here, as if met here. If it
+cannot start or is killed midway, this process writes its part instead; if
+this process dies, the helper stops too.
 """
 
 from __future__ import annotations
@@ -66,12 +68,15 @@ def write_zip_file(archive: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo, pa
 
 
 def write_zip_files(archive: Path, zf: zipfile.ZipFile, files: Share, dirs: Dirs, bar: Any) -> None:
-    """Write `files`; when they are many, a helper process writes the last part meanwhile."""
+    """Write `files`; when they are many, a helper process writes the last part meanwhile.
+
+    Whatever becomes of the helper short of an error it reports (it cannot start, it is killed
+    midway), this process writes the helper's part itself, so the extraction still completes.
+    """
     infos = zf.infolist()
+    cut, helper = len(files), None
     costs = [_PER_FILE_S + infos[index].file_size * _PER_BYTE_S for index, _, _ in files]
-    cut = len(files)
-    helper = None
-    if len(files) > 1 and sum(costs) >= _HELPER_MIN_S:
+    if len(files) > 1 and sum(costs) >= _HELPER_MIN_S and not getattr(sys, "frozen", False):
         half, done = (sum(costs) + _START_S) / 2, 0.0  # the helper starts later by _START_S
         for cut, cost in enumerate(costs):
             done += cost
@@ -85,16 +90,25 @@ def write_zip_files(archive: Path, zf: zipfile.ZipFile, files: Share, dirs: Dirs
         for index, parts, mode in files[:cut]:
             write_zip_file(archive, zf, infos[index], parts, mode, dirs)
             bar.update(1)
+        if helper is not None:
+            outcome = helper.finish()
+            if outcome == "died":  # files it left (some half written) are removed, then written here
+                for _, parts, _ in files[cut:]:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(parts[-1], dir_fd=dirs.get(parts[:-1], "/".join(parts)))
+            if outcome != "done":
+                for index, parts, mode in files[cut:]:
+                    write_zip_file(archive, zf, infos[index], parts, mode, dirs)
+            bar.update(len(files) - cut)
     except BaseException:
         if helper is not None:
             helper.stop()
         raise
-    if helper is not None:
-        helper.finish()
-        bar.update(len(files) - cut)
 
 
-_BOOT = "import sys; sys.path.insert(0, sys.argv[1]); from colabkit._archive.zipwrite import main; main()"
+# sys.path.append: the package's folder (site-packages, or a checkout) must not shadow the stdlib
+_BOOT = "import sys; sys.path.append(sys.argv[1]); from colabkit._archive.zipwrite import main; main()"
+_READY = b"R"
 
 
 class _Helper:
@@ -122,7 +136,7 @@ class _Helper:
                 plan.seek(0)
                 process = subprocess.Popen(  # -I -S: no cwd, environment or site on its path (30 ms less)
                     [sys.executable, "-I", "-S", "-c", _BOOT, str(Path(__file__).resolve().parents[2]), str(fd),
-                     str(dirs.root), str(archive)],
+                     str(dirs.root), str(archive), str(os.getpid())],
                     stdin=plan, stdout=subprocess.PIPE, stderr=subprocess.PIPE, pass_fds=(fd, dirs.root),
                 )
         except OSError:
@@ -135,41 +149,46 @@ class _Helper:
         self.process.kill()
         self.process.communicate()
 
-    def finish(self) -> None:
-        """Wait for the helper; raise what stopped it, as if it had happened here."""
-        out, err = self.process.communicate()
+    def finish(self) -> str:
+        """Wait for the helper: "done", or "not started" / "died" (its part is then this process's).
+
+        An error it met (a damaged member, a refused or failed write) is raised here, as if met here.
+        """
+        out, _ = self.process.communicate()
+        if not out.startswith(_READY):
+            return "not started"  # no interpreter, an import that failed: nothing was written
         try:
-            error = pickle.loads(out)
-        except Exception:  # it died before answering (killed, out of memory)
-            last = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no message"]
-            raise ArchiveError(
-                f"The helper process extracting part of {self.archive.name} stopped (exit status "
-                f"{self.process.returncode}: {last[0]}); nothing was kept. Extract again; if it stops "
-                "again, free memory (restart the runtime) and retry."
-            ) from None
+            error = pickle.loads(out[len(_READY):])
+        except Exception:  # noqa: BLE001 -- killed midway (out of memory, a signal): no answer
+            return "died"
         if error is not None:
             raise error
+        return "done"
 
 
 def main() -> None:
     """The helper's side: write the share named on stdin, answer with the error met (or None)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which stops this process
-    archive_fd, root_fd, archive = int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
+    archive_fd, root_fd, archive, parent = int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]), int(sys.argv[5])
     share: Share = pickle.load(sys.stdin.buffer)
     error: BaseException | None = None
     try:
         with zipfile.ZipFile(os.fdopen(archive_fd, "rb")) as zf:
             infos = zf.infolist()
+            sys.stdout.buffer.write(_READY)
+            sys.stdout.buffer.flush()
             dirs = Dirs(root_fd, archive)
             try:
                 for index, parts, mode in share:
+                    if os.getppid() != parent:
+                        os._exit(0)  # the parent is gone (a restarted runtime): nobody will use these files
                     write_zip_file(archive, zf, infos[index], parts, mode, dirs)
             finally:
                 dirs.close()
-    except BaseException as exc:
+    except BaseException as exc:  # noqa: BLE001 -- every error goes back to the parent
         error = exc
     try:
         answer = pickle.dumps(error)
-    except Exception:  # an error that does not pickle still reaches the parent, as its message
+    except Exception:  # noqa: BLE001 -- one that does not pickle still reaches the parent, as its message
         answer = pickle.dumps(ArchiveError(f"{archive.name}: {error}"))
     sys.stdout.buffer.write(answer)

@@ -187,7 +187,8 @@ def test_a_file_and_a_folder_of_one_name_are_refused_before_any_write(world, alw
 
 
 _EXTRACT = textwrap.dedent("""
-    import sys
+    import signal, sys
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as a kernel does; a background job ignores it
     import colabkit
     from colabkit._archive import zipwrite
     zipwrite._HELPER_MIN_S, zipwrite._START_S, zipwrite._BOOT = 0.0, 0.0, sys.argv[3]

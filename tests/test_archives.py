@@ -467,7 +467,8 @@ def _squeezed(kind: str, data: list[bytes]) -> bytes:
     return b"".join(squeeze.compress(d) for d in data) + squeeze.flush()
 
 
-@pytest.mark.parametrize("kind", ["plain", "gz", "bz2-empty-first", "xz", "lzma-alone"])
+@pytest.mark.parametrize("kind", ["plain", "gz", "bz2-empty-first", "xz", "lzma-alone", "gz-unnamed",
+                                  "bz2-unnamed"])
 @pytest.mark.parametrize("header", [tarfile.XHDTYPE, tarfile.GNUTYPE_LONGNAME])
 def test_a_header_declaring_gigabytes_is_refused_unread(tmp_path, box, kind, header):
     """tarfile reads a pax or long-name header whole, at its declared size: 2 MB of tar.gz took 6 GB."""
@@ -477,12 +478,13 @@ def test_a_header_declaring_gigabytes_is_refused_unread(tmp_path, box, kind, hea
     info.type, info.size = header, 4 << 30
     body = [info.tobuf(format=tarfile.USTAR_FORMAT)] + [bytes(1 << 20)] * 64  # a real bomb goes on to 4 GiB
     name = {"plain": "bomb.tar", "gz": "bomb.tar.gz", "bz2-empty-first": "bomb.tar.bz2", "xz": "bomb.tar.xz",
-            "lzma-alone": "bomb.tar"}[kind]  # lzma-alone under a plain name: told by trying
-    (box / name).write_bytes(_squeezed(kind, body))
+            "lzma-alone": "bomb.tar",  # lzma-alone under a plain name: told by trying
+            "gz-unnamed": "dataset", "bz2-unnamed": "dataset"}[kind]  # no suffix: told from the bytes
+    (box / name).write_bytes(_squeezed(kind.replace("-unnamed", "").replace("bz2", "bz2-empty-first"), body))
     around = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and not LOCK_FILE.match(p.name)}
     tracemalloc.start()
     try:
-        with pytest.raises(errors.ArchiveTooLargeError, match="declares 4,294,967,296 bytes.*source you trust"):
+        with pytest.raises(errors.ArchiveTooLargeError, match="asks for 4,294,967,296 bytes more.*source you trust"):
             colabkit.extract(box / name, quiet=True)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
@@ -572,7 +574,7 @@ def test_the_forward_reader_never_goes_back_nor_reads_past_the_header_cap(monkey
     monkeypatch.setattr(tarstream, "HEADER_MAX", 1000)
     reader.expect_header()
     assert reader.read(600) == data[100:700]
-    with pytest.raises(errors.ArchiveTooLargeError, match="declares 600 bytes"):
+    with pytest.raises(errors.ArchiveTooLargeError, match="asks for 600 bytes more"):
         reader.read(600)  # 1,200 header bytes before one member
     reader.got_member()
     assert reader.read(4000) == data[700:4700]  # a member's data is not header
@@ -623,3 +625,61 @@ def test_a_member_of_negative_size_cannot_send_the_reader_back(box):
     with pytest.raises(errors.ArchiveError):
         colabkit.extract(box / "back.tar.gz", quiet=True)
     assert names(box) == ["back.tar.gz"]
+
+
+def test_a_hard_link_lands_where_it_names_when_folders_are_evicted_meanwhile(box):
+    """Opening the source's 80 folders closed the cached descriptor of the link's own folder,
+    whose number was reused: the link went into the source's path."""
+    archive = box / "deep-link.tar"
+    deep = "d/" + "/".join(f"a{i}" for i in range(80))
+    with tarfile.open(archive, "w") as tf:
+        info = tarfile.TarInfo("x")
+        info.type = tarfile.DIRTYPE
+        tf.addfile(info)
+        file_member(f"{deep}/f", b"linked\n")(tf)
+        for i in range(70):
+            info = tarfile.TarInfo(f"e/{i}")
+            info.type = tarfile.DIRTYPE
+            tf.addfile(info)
+        hardlink("x/h", f"{deep}/f")(tf)
+    folder = colabkit.extract(archive, to=box / "out", quiet=True)
+    assert (folder / "x" / "h").read_bytes() == b"linked\n"
+    assert sorted(p.name for p in (folder / deep).iterdir()) == ["f"]
+    assert not list(folder.rglob("h"))[1:]  # only x/h
+
+
+def test_a_plain_tar_whose_first_name_starts_like_bzip2_extracts(box):
+    archive = make_tar(box / "data.tar", {"BZh91AY.txt": b"not bzip2\n", **FILES})
+    assert archive.read_bytes().startswith(b"BZh9")
+    folder = colabkit.extract(archive, quiet=True)
+    assert (folder / "BZh91AY.txt").read_bytes() == b"not bzip2\n"
+    check_files(folder)
+
+
+def test_global_pax_headers_with_too_many_keys_are_refused(box):
+    archive = box / "keys.tar.gz"
+    data = b"".join(_pax_record(f"colabkit.k{i}", "v") for i in range(1001))
+    with tarfile.open(archive, "w:gz") as tf:
+        info = tarfile.TarInfo("././@PaxHeader")
+        info.type, info.size = tarfile.XGLTYPE, len(data)
+        tf.addfile(info, io.BytesIO(data))
+        for i in range(3):
+            file_member(f"{i}.txt", b"x")(tf)
+    with pytest.raises(errors.ArchiveTooLargeError, match="1,000 entries"):
+        colabkit.extract(archive, quiet=True)
+    assert names(box) == ["keys.tar.gz"]
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_a_malformed_pax_sparse_map_is_damaged_not_a_crash(box, first):
+    archive = box / "map.tar.gz"
+    with tarfile.open(archive, "w:gz", format=tarfile.PAX_FORMAT) as tf:
+        if not first:
+            file_member("ok.txt", b"ok")(tf)
+        info = tarfile.TarInfo("sparse.bin")
+        info.size = 3
+        info.pax_headers = {"GNU.sparse.size": "10", "GNU.sparse.map": "x,y"}
+        tf.addfile(info, io.BytesIO(b"abc"))
+    with pytest.raises(errors.ArchiveError):
+        colabkit.extract(archive, quiet=True)
+    assert names(box) == ["map.tar.gz"]

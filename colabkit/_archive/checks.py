@@ -197,9 +197,15 @@ class Table:
         return ["/".join(p) for p, kind in self.kinds.items() if kind != "dir"]
 
     def dirs_list(self) -> list[str]:
-        dirs = {p[:end] for p in self.kinds for end in range(1, len(p))}
-        dirs.update(p for p, kind in self.kinds.items() if kind == "dir")
-        return sorted("/".join(p) for p in dirs)
+        """Every folder, explicit or implied, from the trie (the set of every prefix took GBs when deep)."""
+        found, todo = [], [("", self.tree)]
+        while todo:
+            prefix, node = todo.pop()
+            for name, child in node[1].items():
+                if child[0] in (None, "dir"):
+                    found.append(prefix + name)
+                    todo.append((prefix + name + "/", child))
+        return sorted(found)
 
     def top(self) -> str | None:
         """The one top-level folder holding everything (ignoring __MACOSX), or None."""

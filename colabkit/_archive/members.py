@@ -26,7 +26,7 @@ from .._progress import progress
 from ..errors import ArchiveError, ArchiveTooLargeError, UnsafeArchiveError
 from .checks import MAX_PATH_BYTES, Limits, Table, damaged, member_parts, refuse
 from .marker import MARKER_NAME
-from .tarstream import HEADER_MAX, Forward
+from .tarstream import Forward
 from .writer import COPY_BLOCK, Dirs, WriteFailed, copy_stream, file_mode, finish_links, link_or_copy
 from .zipwrite import write_zip_files, zip_errors
 
@@ -47,12 +47,21 @@ def archive_kind(path: Path) -> tuple[str, str] | None:
     if path.is_file():
         if zipfile.is_zipfile(path):
             return "zip", f"{path.name}-extracted"
-        try:
-            if tarfile.is_tarfile(path):
-                return "tar", f"{path.name}-extracted"
-        except (OSError, tarfile.TarError):
-            pass
+        if _is_tar(path):
+            return "tar", f"{path.name}-extracted"
     return None
+
+
+def _is_tar(path: Path) -> bool:
+    """Whether tarfile can open it, told through `Forward` (tarfile.is_tarfile reads headers uncapped)."""
+    try:
+        with open(path, "rb") as raw, contextlib.ExitStack() as opened:
+            _open_tar(path, raw, opened)[0].close()
+    except ArchiveTooLargeError:
+        return True  # a tar, and a hostile one: extract says so
+    except (*_READ_ERRORS, ValueError):
+        return False
+    return True
 
 
 _READ_ERRORS = (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile, OSError)
@@ -63,7 +72,7 @@ def extract_tar(archive: Path, work: Path, table: Table, limits: Limits, *, quie
     with open(archive, "rb") as raw, contextlib.ExitStack() as opened:
         try:
             tar, reader = _open_tar(archive, raw, opened)
-        except tarfile.TarError as exc:
+        except (tarfile.TarError, ValueError) as exc:  # ValueError: tarfile's parse of a malformed pax map
             raise ArchiveError(f"{archive.name} cannot be read as a tar archive ({exc}). "
                                "Fetch it again (it may be truncated), or check its format.") from exc
         except _READ_ERRORS as exc:  # the decompressor's own: the first block is corrupt or cut short
@@ -92,7 +101,7 @@ def _open_tar(archive: Path, raw: Any, opened: contextlib.ExitStack) -> tuple[ta
     raw.seek(0)
     if head.startswith(b"\x1f\x8b\x08"):
         stream: Any = gzip.GzipFile(fileobj=raw, mode="rb")
-    elif re.match(rb"BZh[1-9]", head):  # not the block magic: a first stream may be empty
+    elif re.match(rb"BZh[1-9]", head) and head[4:10] in (b"1AY&SY", b"\x17rE8P\x90"):  # a block, or an empty stream
         stream = bz2.BZ2File(raw)
     elif head.startswith(b"\xfd7zXZ\x00"):
         stream = lzma.LZMAFile(raw)
@@ -136,23 +145,28 @@ def _read_to_the_end(archive: Path, stream: Any) -> None:
         raise damaged(archive, exc) from exc
 
 
+_GLOBAL_KEYS, _GLOBAL_BYTES = 1000, 1 << 20  # git archive writes one key; tarfile keeps them all
+
+
 def _tar_members(archive: Path, tar: tarfile.TarFile, reader: Forward, dirs: Dirs, table: Table,
                  limits: Limits, bar: Any) -> None:
     while True:
         reader.expect_header()
         try:
             member = tar.next()
-        except _READ_ERRORS as exc:
+        except (*_READ_ERRORS, ValueError) as exc:  # ValueError: tarfile's parse of a malformed pax map
             raise damaged(archive, exc) from exc
-        reader.got_member()
+        extended = reader.got_member() > 2 * tarfile.BLOCKSIZE  # more than padding and one header
         if member is None:
             return
         tar.members.clear()  # the table keeps what is needed; 2,000,000 TarInfos took GBs
-        if tar.pax_headers and sum(len(k) + len(v) for k, v in tar.pax_headers.items()) > HEADER_MAX:
+        if extended and tar.pax_headers and (  # a global header may have come: they add up in tarfile
+                len(tar.pax_headers) > _GLOBAL_KEYS
+                or sum(len(k) + len(v) for k, v in tar.pax_headers.items()) > _GLOBAL_BYTES):
             raise ArchiveTooLargeError(
-                f"{archive.name} has global pax headers of more than {HEADER_MAX >> 20} MiB (a possible "
-                "archive bomb); extraction stopped and nothing was kept. The archive is malformed or "
-                "hostile; get it from a source you trust."
+                f"{archive.name} has global pax headers of more than {_GLOBAL_KEYS:,} entries or "
+                f"{_GLOBAL_BYTES >> 20} MiB (a possible archive bomb); extraction stopped and nothing was "
+                "kept. The archive is malformed or hostile; get it from a source you trust."
             )
         name = member.name
         parts = member_parts(archive, name)

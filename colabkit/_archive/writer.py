@@ -145,13 +145,16 @@ def file_mode(mode: int) -> int:
 def link_or_copy(dirs: Dirs, source: tuple[str, ...], parts: tuple[str, ...], member: str,
                   size: int, *, hard: bool, text: str = "", copyable: bool = True) -> None:
     """A hard link to `source`, or a symbolic link with `text`; a copy where the filesystem refuses links."""
-    parent = dirs.get(parts[:-1], member)
     try:
         if hard:
-            os.link(source[-1], parts[-1], src_dir_fd=dirs.get(source[:-1], member), dst_dir_fd=parent,
-                    follow_symlinks=False)
+            source_dir = os.dup(dirs.get(source[:-1], member))  # a copy: the next get may evict and close it
+            try:
+                os.link(source[-1], parts[-1], src_dir_fd=source_dir, dst_dir_fd=dirs.get(parts[:-1], member),
+                        follow_symlinks=False)
+            finally:
+                os.close(source_dir)
         else:
-            os.symlink(text, parts[-1], dir_fd=parent)
+            os.symlink(text, parts[-1], dir_fd=dirs.get(parts[:-1], member))
         return
     except FileExistsError as exc:
         raise refuse(dirs.archive, member, "appears twice in the archive (or clashes with a folder)") from exc

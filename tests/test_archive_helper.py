@@ -77,19 +77,56 @@ def contents(folder: Path) -> dict[str, tuple[bytes, int]]:
             for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".colabkit")}
 
 
+def food11_like(count: int) -> dict[str, bytes]:
+    """Shaped like ML2022's HW3 food11.zip: one top folder, '<label>_<n>.jpg' names, macOS's __MACOSX beside."""
+    files = {}
+    for i in range(count):
+        split = ("training", "validation", "test")[i % 3]
+        name = f"{i:04d}.jpg" if split == "test" else f"{i % 11}_{i}.jpg"
+        files[f"food11/{split}/{name}"] = b"\xff\xd8\xff\xe0" + os.urandom(600) + bytes(600)
+    files["__MACOSX/food11/._training"] = b"\x00\x05\x16\x07resource fork"
+    files["food11/run.sh"] = b"#!/bin/sh\necho hi\n"
+    return files
+
+
 def test_a_big_zip_gets_one_helper_and_the_same_files_as_one_process(tmp_path, monkeypatch, started):
-    files = files_of(12_000)  # above the threshold as it ships (an estimated 0.5 s of work)
-    files["data/run.sh"] = b"#!/bin/sh\necho hi\n"
-    archive = make_zip(tmp_path / "big.zip", files, modes={"data/run.sh": 0o755})
+    files = food11_like(12_000)  # above the threshold as it ships (an estimated 0.5 s of work)
+    archive = make_zip(tmp_path / "food11.zip", files, modes={"food11/run.sh": 0o755})
     split = colabkit.extract(archive, to=tmp_path / "split", quiet=True)
+    assert split == tmp_path / "split" / "food11"  # unwrapped, as unzip lays it out
     assert len(started) == 1 and started[0].returncode == 0
     monkeypatch.setattr(zipwrite, "_HELPER_MIN_S", float("inf"))
     alone = colabkit.extract(archive, to=tmp_path / "alone", quiet=True)
     assert len(started) == 1
-    got = contents(split)
-    assert got == contents(alone)
-    assert {name: data for name, (data, _) in got.items()} == {k[len("data/"):]: v for k, v in files.items()}
-    assert got["run.sh"][1] == 0o755
+    got = contents(split.parent)
+    assert got == contents(alone.parent)
+    assert {name: data for name, (data, _) in got.items()} == files
+    assert got["food11/run.sh"][1] == 0o755
+    assert len(list((split / "training").iterdir())) == 4000
+
+
+_SAME_TIME = textwrap.dedent("""
+    import sys
+    import colabkit
+    from colabkit._archive import zipwrite
+    zipwrite._HELPER_MIN_S = 0.0
+    print(colabkit.extract(sys.argv[1], quiet=True))
+""")
+
+
+def test_two_processes_extracting_one_big_zip_at_once_take_turns(box):
+    """Two notebooks (or a notebook and a !python) on the same archive: one writes, with its helper;
+    the other waits on the lock, then reuses the result."""
+    files = food11_like(3000)
+    archive = make_zip(box / "food11.zip", files)
+    runs = [subprocess.Popen([sys.executable, "-c", _SAME_TIME, str(archive)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [run.communicate(timeout=120) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    assert {out.strip() for out, _ in outputs} == {str(box / "food11" / "food11")}
+    got = contents(box / "food11")
+    assert {name: data for name, (data, _) in got.items()} == files
+    assert left_in(box) == ["food11", "food11.zip"]  # no work folder left by either
 
 
 def test_a_small_zip_is_written_by_this_process_alone(tmp_path, started):
